@@ -1,0 +1,351 @@
+"""Contract tests for every registered defense, plus per-method properties."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import pytest
+import torch
+import torch.nn.functional as F
+from pydantic import ValidationError
+
+from analysis.metrics import (bias_corrected_dcor2, distance_correlation,
+                              pearson_redundancy)
+from strategies.defenses import DEFENSES, DefendedEdge, Defense
+from strategies.defenses._common import PROXY_KEY, smooth_labels
+from strategies.defenses.siftfunnel import EncoderChoice
+from strategies.models import BACKBONES, CBAM, SE, CloudModel, build_edge
+
+IMAGE = (1, 16, 16)
+K = 4
+NORM = ((0.5,), (0.25,))
+TIER = "t"
+ALL = DEFENSES.names()
+# Small capacities keep the tests fast; every other value is the registered default.
+SMALL = {
+    "siftfunnel": {"width": 8, "channels": 4, "hidden": 8, "depth": 1},
+    "adversarial": {"decoder_width": 8},
+    "disco": {"decoder_width": 8, "pruner_hidden": 8},
+}
+RANDOM = ["dropout", "gaussian_noise", "laplace_noise", "shredder", "vib"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: intra-op threads only add contention on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise images with a bright 8x8 patch in the quadrant named by the label."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, K, (n,), generator=g)
+    x = 0.4 * torch.rand((n, *IMAGE), generator=g)
+    for i, label in enumerate(y.tolist()):
+        r, c = divmod(label, 2)
+        x[i, :, 8 * r:8 * r + 8, 8 * c:8 * c + 8] += 0.6
+    return x, y
+
+
+def build(name: str, params: dict | None = None, seed: int = 0
+          ) -> tuple[Defense, DefendedEdge, CloudModel]:
+    torch.manual_seed(seed)  # weight initialisation only (tests may seed globally)
+    defense = DEFENSES.create(name, {**SMALL.get(name, {}), **(params or {})})
+    backbone = BACKBONES.create("mnist_cnn", {"cut": "relu2"}, image_shape=IMAGE,
+                                num_classes=K)
+    edge = build_edge(backbone, EncoderChoice("plain", {}), defense, NORM)
+    with torch.no_grad():
+        shape = tuple(edge.eval()(torch.zeros(1, *IMAGE)).shape[1:])
+    edge.train()
+    cloud = CloudModel(backbone, {TIER: (shape, defense.adapter())})
+    return defense, edge, cloud
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def edge_grads(edge: DefendedEdge) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in edge.named_parameters() if p.grad is not None}
+
+
+# -- registry and params ---------------------------------------------------------------
+def test_all_defenses_registered() -> None:
+    expected = {"none", "siftfunnel", "gaussian_noise", "laplace_noise", "dropout",
+                "nopeek", "shredder", "vib", "adversarial", "disco"}
+    assert expected <= set(ALL)
+
+
+def test_reference_defaults_and_ranges() -> None:
+    sf = DEFENSES.get("siftfunnel").Params()
+    assert (sf.alpha, sf.beta, sf.gamma, sf.l1, sf.eps) == (5.0, 2.0, 2.0, 0.03, 0.25)
+    assert DEFENSES.get("gaussian_noise").Params().sigma == 0.8
+    assert DEFENSES.get("dropout").Params().rate == 0.8
+    assert DEFENSES.get("nopeek").Params().a == 15.0
+    for name, bad in [("gaussian_noise", {"sigma": -0.1}), ("dropout", {"rate": 1.0}),
+                      ("siftfunnel", {"eps": 1.0}), ("siftfunnel", {"width": 0}),
+                      ("disco", {"ratio": 1.0}), ("vib", {"sigam": 1.0})]:
+        with pytest.raises(ValidationError):
+            DEFENSES.create(name, bad)
+
+
+# -- contract tests, every defense -----------------------------------------------------
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("training", [True, False])
+def test_transform_keeps_shape_dtype_and_is_seeded(name: str, training: bool) -> None:
+    defense, edge, _ = build(name)
+    x, _ = make_data(8, 1)
+    edge.train(training)
+    with torch.no_grad():
+        outs = [defense.transform(edge(x), training=training, generator=g)
+                for g in (gen(3), gen(3), None)]
+        clean = edge(x)
+    for out in outs:
+        assert out.shape == clean.shape and out.dtype == clean.dtype
+        assert torch.isfinite(out).all()
+    assert torch.equal(outs[0], outs[1])
+    if name in RANDOM and (training or name != "vib"):
+        other = defense.transform(clean, training=training, generator=gen(4))
+        assert not torch.equal(outs[0], other)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_picklable_before_and_after_a_step(name: str) -> None:
+    defense, edge, cloud = build(name)
+    x, y = make_data(8, 1)
+    assert pickle.loads(pickle.dumps(defense)).params == defense.params
+    pickle.dumps(edge)
+    z = defense.transform(edge(x), training=True, generator=gen(0))
+    loss = defense.task_loss(cloud(z, TIER), y)
+    extra = defense.edge_loss(x, z, edge)
+    (loss if extra is None else loss + extra).backward()
+    clone = pickle.loads(pickle.dumps(edge))
+    edge.eval(), clone.eval()
+    with torch.no_grad():
+        assert torch.equal(edge(x), clone(x))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_split_step_equals_centralized_step(name: str) -> None:
+    defense, edge, cloud = build(name)
+    edge2, cloud2 = copy.deepcopy(edge), copy.deepcopy(cloud)
+    x, y = make_data(8, 2)
+    # centralized: edge and cloud in one graph
+    z = defense.transform(edge(x), training=True, generator=gen(5))
+    loss_e = defense.edge_loss(x, z, edge)
+    total = defense.task_loss(cloud(z, TIER), y)
+    (total if loss_e is None else total + loss_e).backward()
+    # split: the cloud returns dL/dz for a detached z; the device adds its own term
+    z2 = defense.transform(edge2(x), training=True, generator=gen(5))
+    z_cloud = z2.detach().requires_grad_(True)
+    defense.task_loss(cloud2(z_cloud, TIER), y).backward()
+    loss_e2 = defense.edge_loss(x, z2, edge2)
+    if loss_e2 is None:
+        torch.autograd.backward([z2], [z_cloud.grad])
+    else:
+        torch.autograd.backward([z2, loss_e2], [z_cloud.grad, None])
+    g1, g2 = edge_grads(edge), edge_grads(edge2)
+    assert g1.keys() == g2.keys() and len(g1) > 0
+    for key in g1:
+        torch.testing.assert_close(g1[key], g2[key], rtol=1e-4, atol=1e-6)
+
+
+def _train(defense: Defense, edge: DefendedEdge, cloud: CloudModel, x: torch.Tensor,
+           y: torch.Tensor, steps: int, seed: int = 0) -> None:
+    opt = torch.optim.Adam([*edge.parameters(), *cloud.parameters()], lr=1e-2)
+    g = gen(seed)
+    edge.train(), cloud.train()
+    for _ in range(steps):
+        opt.zero_grad()
+        z = defense.transform(edge(x), training=True, generator=g)
+        loss = defense.task_loss(cloud(z, TIER), y)
+        extra = defense.edge_loss(x, z, edge)
+        (loss if extra is None else loss + extra).backward()
+        opt.step()
+
+
+def _task_loss(defense: Defense, edge: DefendedEdge, cloud: CloudModel,
+               x: torch.Tensor, y: torch.Tensor) -> float:
+    edge.train(), cloud.eval()  # training-mode transform, but no cloud dropout
+    with torch.no_grad():
+        z = defense.transform(edge(x), training=True, generator=gen(9))
+        return float(defense.task_loss(cloud(z, TIER), y))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_training_lowers_the_task_loss(name: str) -> None:
+    defense, edge, cloud = build(name)
+    x, y = make_data(32, 3)
+    before = _task_loss(defense, edge, cloud, x, y)
+    _train(defense, edge, cloud, x, y, steps=40)
+    # SiftFunnel's correlation terms slow it down most (about 0.85 here); others ~0.
+    assert _task_loss(defense, edge, cloud, x, y) < 0.9 * before
+
+
+# -- noise and masking -----------------------------------------------------------------
+@pytest.mark.parametrize("name,params", [
+    ("gaussian_noise", {"sigma": 0.0}), ("laplace_noise", {"scale": 0.0}),
+    ("dropout", {"rate": 0.0}), ("shredder", {"scale": 0.0})])
+def test_zero_strength_is_identity(name: str, params: dict) -> None:
+    defense, edge, _ = build(name, params)
+    x, _ = make_data(8, 1)
+    with torch.no_grad():
+        clean = edge.encoder(x)
+        for training in (True, False):
+            out = defense.transform(edge(x), training=training, generator=gen(0))
+            assert torch.equal(out, clean)
+
+
+@pytest.mark.parametrize("name,params,stat,expected", [
+    ("gaussian_noise", {"sigma": 0.5}, "std", 0.5),
+    ("laplace_noise", {"scale": 0.5}, "mean_abs", 0.5),
+    ("laplace_noise", {"scale": 0.5}, "std", 0.5 * 2 ** 0.5)])
+def test_noise_statistics(name: str, params: dict, stat: str, expected: float) -> None:
+    defense = DEFENSES.create(name, params)
+    z = torch.randn(200, 4, 8, 8)
+    noise = defense.transform(z, training=False, generator=gen(0)) - z
+    value = noise.std() if stat == "std" else noise.abs().mean()
+    assert abs(float(value) - expected) < 0.03 * expected
+    assert abs(float(noise.mean())) < 0.02
+
+
+def test_dropout_masks_without_rescaling() -> None:
+    defense = DEFENSES.create("dropout", {"rate": 0.3})
+    z = torch.rand(100, 4, 8, 8) + 0.1
+    out = defense.transform(z, training=False, generator=gen(0))
+    kept = out != 0
+    assert torch.equal(out[kept], z[kept])
+    assert abs(1.0 - float(kept.float().mean()) - 0.3) < 0.02
+
+
+def test_shredder_learns_larger_noise_and_samples_its_scale() -> None:
+    defense, edge, _ = build("shredder", {"scale": 0.5, "lam": 1.0})
+    x, _ = make_data(8, 1)
+    before = edge.head.noise.abs().mean().item()
+    opt = torch.optim.SGD(edge.head.parameters(), lr=0.1)
+    defense.edge_loss(x, edge(x), edge).backward()
+    opt.step()
+    assert edge.head.noise.abs().mean().item() > before
+    z = torch.zeros(4000, *edge.head.noise.shape)
+    noise = defense.transform(edge.head(z), training=False, generator=gen(1))
+    torch.testing.assert_close(noise.abs().mean(0), edge.head.scale().detach(),
+                               rtol=0.15, atol=0.02)
+
+
+def test_vib_kl_and_inference() -> None:
+    defense, edge, _ = build("vib", {"beta": 0.1})
+    x, _ = make_data(8, 1)
+    z = edge(x)
+    mu, sigma = edge.head.last_stats
+    normal = torch.distributions.Normal
+    kl = torch.distributions.kl_divergence(normal(mu, sigma), normal(0.0, 1.0))
+    torch.testing.assert_close(defense.edge_loss(x, z, edge),
+                               0.1 * kl.flatten(1).sum(1).mean())
+    assert torch.equal(defense.transform(z, training=False, generator=gen(0)), mu)
+    sampled = DEFENSES.create("vib", {"sample_at_inference": True})
+    assert not torch.equal(sampled.transform(z, training=False, generator=gen(0)), mu)
+    with pytest.raises(ValueError, match="vib"):
+        defense.transform(z.detach().clone(), training=True)
+
+
+@pytest.mark.parametrize("name", ["adversarial", "disco"])
+def test_proxy_decoder_learns_and_is_not_deployed(name: str) -> None:
+    defense, edge, _ = build(name)
+    decoder = edge.training_only[PROXY_KEY]
+    deployed = {id(p) for p in edge.deployed_parameters()}
+    assert not any(id(p) in deployed for p in decoder.parameters())
+    x, _ = make_data(16, 1)
+    with torch.no_grad():
+        z = edge(x)
+    errors = [-float(defense.edge_loss(x, z, edge)) for _ in range(30)]
+    assert errors[-1] < errors[0]
+    loss = defense.edge_loss(x, edge(x), edge)
+    loss.backward()  # the edge's maximisation must never reach the proxy's weights
+    assert all(p.grad is None for p in decoder.parameters())
+    assert any(p.grad is not None for p in edge.deployed_parameters())
+
+
+def test_disco_prunes_channels_at_inference_only() -> None:
+    defense, edge, _ = build("disco", {"ratio": 0.5})
+    x, _ = make_data(8, 1)
+    with torch.no_grad():
+        train_out = edge.train()(x)
+        eval_out = edge.eval()(x)
+    channels = eval_out.shape[1]
+    alive = eval_out.abs().flatten(2).sum(2) > 0
+    assert (alive.sum(1) <= channels - round(0.5 * channels)).all()
+    assert (train_out.abs().flatten(2).sum(2) > 0).sum(1).max() > alive.sum(1).max()
+
+
+# -- SiftFunnel ------------------------------------------------------------------------
+def test_siftfunnel_label_smoothing() -> None:
+    target = smooth_labels(torch.tensor([2, 0]), 4, 0.3)
+    torch.testing.assert_close(target, torch.tensor([[0.1, 0.1, 0.7, 0.1],
+                                                     [0.7, 0.1, 0.1, 0.1]]))
+    defense = DEFENSES.create("siftfunnel", {"eps": 0.3, "alpha": 2.0})
+    # The smoothed KL is minimal (zero, zero gradient) where softmax equals the target.
+    logits = target.log().requires_grad_(True)
+    loss = defense.task_loss(logits, torch.tensor([2, 0]))
+    loss.backward()
+    assert abs(loss.item()) < 1e-6 and logits.grad.abs().max() < 1e-6
+    plain = DEFENSES.create("siftfunnel", {"label_smoothing": False, "alpha": 2.0})
+    logits = torch.randn(5, 4)
+    labels = torch.tensor([0, 1, 2, 3, 0])
+    torch.testing.assert_close(plain.task_loss(logits, labels),
+                               2.0 * F.cross_entropy(logits, labels))
+
+
+def test_siftfunnel_switches_remove_their_terms() -> None:
+    x, _ = make_data(8, 1)
+    z = torch.randn(8, 4, 8, 8)
+    off = {"dcor": False, "pearson": False, "l1_term": False}
+    create = DEFENSES.create
+    assert create("siftfunnel", off).edge_loss(x, z, None) is None
+    cases = [("dcor", 2.0 * distance_correlation(x, z)),
+             ("pearson", 2.0 * pearson_redundancy(z)),
+             ("l1_term", 0.03 * z.abs().mean())]
+    for switch, expected in cases:
+        only = create("siftfunnel", {**off, switch: True}).edge_loss(x, z, None)
+        torch.testing.assert_close(only, expected)
+    full = create("siftfunnel").edge_loss(x, z, None)
+    torch.testing.assert_close(full, sum(e for _, e in cases))
+    assert create("siftfunnel").adapter() == "up"
+    assert create("siftfunnel", {"up": False}).adapter() == "linear"
+
+
+def test_siftfunnel_edge_spec() -> None:
+    plain = EncoderChoice("plain", {})
+    create = DEFENSES.create
+    assert create("siftfunnel", {"funnel": False}).edge_spec(plain) is plain
+    assert create("siftfunnel").edge_spec(plain) == EncoderChoice(
+        "funnel", {"attention": True})
+    tier = EncoderChoice("funnel", {"width": 16, "channels": 6})
+    spec = create("siftfunnel", {"channels": 3, "attention": False}).edge_spec(tier)
+    assert spec == EncoderChoice("funnel", {"width": 16, "channels": 3,
+                                            "attention": False})
+    _, edge, _ = build("siftfunnel", {"attention": False})
+    assert edge(torch.zeros(2, *IMAGE)).shape[1] == 4
+    assert not any(isinstance(m, (SE, CBAM)) for m in edge.modules())
+    _, edge, _ = build("siftfunnel")
+    assert any(isinstance(m, CBAM) for m in edge.modules())
+
+
+def test_siftfunnel_lowers_dcor_compared_with_none() -> None:
+    x, y = make_data(64, 5)
+    x_test, _ = make_data(64, 6)
+    values = {}
+    for key, name, params in [("none", "none", {}), ("sift", "siftfunnel", {}),
+                              ("sift_no_dcor", "siftfunnel", {"dcor": False})]:
+        defense, edge, cloud = build(name, params, seed=1)
+        _train(defense, edge, cloud, x, y, steps=30)
+        edge.eval()
+        with torch.no_grad():
+            z = defense.transform(edge(x_test), training=False, generator=gen(0))
+        values[key] = bias_corrected_dcor2(x_test, z)
+    # measured: none 0.99, siftfunnel 0.11, siftfunnel without its dCor term 0.99
+    assert values["sift"] < values["none"] - 0.3, values
+    assert values["sift"] < values["sift_no_dcor"] - 0.3, values
