@@ -1,0 +1,87 @@
+"""``siftsim``: run, validate and inspect scenarios.
+
+User errors (a bad scenario, a missing dataset, a bad run directory) print one clear
+message and exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+class Progress:
+    """One line per phase step on stderr: ``[train] 3/10  loss 0.51  (12.3 s)``."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def __call__(self, phase: str, done: int, total: int, note: str = "") -> None:
+        secs = time.perf_counter() - self.t0
+        print(f"[{phase}] {done}/{total}  {note}  ({secs:.1f} s)", file=sys.stderr, flush=True)
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from simulator.loading import load_scenario
+    sc = load_scenario(args.file, args.set)
+    counts = ", ".join(f"{k}: {v}" for k, v in sc.tier_counts().items())
+    print(f"{args.file}: valid ({sc.num_devices} devices; {counts}; "
+          f"training {sc.training.mode}, {sc.training.rounds} rounds)")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from simulator.loading import load_scenario
+    from simulator.run import run_scenario
+    sc = load_scenario(args.file, args.set)
+    path = run_scenario(sc, out=args.out, progress=Progress())
+    print(f"run directory: {path}")
+    _print_tiers(path)
+    return 0
+
+
+def _print_tiers(path) -> None:
+    import pandas as pd
+    tiers = pd.read_csv(path / "tiers.csv")
+    cols = [c for c in ("tier", "devices", "defense", "accuracy_mean", "accuracy_lo",
+                        "accuracy_hi", "macs", "bytes_per_sample", "latency_ms_mean")
+            if c in tiers]
+    print(tiers[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="siftsim", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, helptext in (("run", "run a scenario file"),
+                           ("validate", "check a scenario file; runs nothing")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("file", help="scenario YAML file")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a value, e.g. --set training.rounds=5 (repeatable)")
+        if name == "run":
+            p.add_argument("--out", default=None, help="run directory (default "
+                           "<output_dir>/<name>, never overwriting an earlier run)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from simulator.data import DatasetNotFoundError
+    from simulator.loading import ScenarioError
+    handlers = {"run": _cmd_run, "validate": _cmd_validate}
+    try:
+        return handlers[args.command](args)
+    except (ScenarioError, DatasetNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished phases are kept in the run directory", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

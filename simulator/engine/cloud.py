@@ -1,0 +1,120 @@
+"""The shared cloud: finishes inference for every tier and logs what it sees.
+
+Split training follows SplitFed V1 (Thapa et al. 2022, arXiv 2004.12088): within a round
+each Flower node (a same-tier cohort) trains its own copy of the cloud model on its
+devices' features; at round end the copies are averaged in node order. The result does not
+depend on the order in which nodes reach the cloud, so runs are reproducible even with
+concurrent actors. Plain Python: the Flower/Ray seam wraps it in an actor.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+
+from simulator.engine.observations import ObservationLog, TierObservations
+from simulator.engine.workspace import ModelKit, Workspace, make_optimizer, state_of
+from simulator.seeding import derive_seed, seeded
+from strategies.models import debias_batchnorm
+from strategies.federation import weighted_average
+
+__all__ = ["Cloud"]
+
+
+class Cloud:
+    """Cloud model, per-node training copies and the observation log.
+
+    Parameters
+    ----------
+    workspace
+        The run's shared inputs.
+    state
+        Initial cloud weights (from :meth:`ModelKit.initial_states`).
+    """
+
+    def __init__(self, workspace: Workspace, state: dict[str, torch.Tensor]) -> None:
+        self.ws = workspace
+        self.kit = ModelKit(workspace)
+        self.model = self.kit.cloud()
+        self.model.load_state_dict(state)
+        self._copies: dict[int, tuple[torch.nn.Module, torch.optim.Optimizer]] = {}
+        self._steps: dict[int, int] = {}
+        obs = workspace.scenario.observation
+        self.log = ObservationLog(obs.phases, obs.training_per_device)
+
+    def exchange(self, rnd: int, node: int, tier: str, z: np.ndarray, y: np.ndarray,
+                 device_ids: np.ndarray, samples: np.ndarray,
+                 sizes: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """One split-learning step of a cohort: features in, feature gradients out.
+
+        The loss is the mean over devices of each device's task loss; each device gets
+        the gradient of its own mean loss (hence the factor ``len(sizes)``). Returns the
+        feature gradients and each device's task loss.
+        """
+        if node not in self._copies:
+            model = copy.deepcopy(self.model).train()
+            opt = make_optimizer(model.parameters(), self.ws.scenario.training.optimizer)
+            self._copies[node] = (model, opt)
+        model, opt = self._copies[node]
+        step = self._steps[node] = self._steps.get(node, -1) + 1
+        self.log.add("training", rnd, tier, device_ids, samples, z)
+        zt = torch.from_numpy(z).requires_grad_(True)
+        yt = torch.from_numpy(y)
+        task_loss = self.kit.defenses[tier].task_loss
+        bounds = np.cumsum([0, *sizes])
+        with seeded(derive_seed(self.ws.scenario.seed, "cloud", rnd, node, step)):
+            logits = model(zt, tier)
+            losses = [task_loss(logits[a:b], yt[a:b]) for a, b in zip(bounds, bounds[1:])]
+            loss = torch.stack(losses).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+        opt.step()
+        return (zt.grad * len(sizes)).numpy(), torch.stack(losses).detach().numpy()
+
+    def aggregate(self, weights: dict[int, float]) -> None:
+        """End of round: average the nodes' copies (sample-weighted, node order).
+
+        The shared trunk averages over every node; a tier's adapter only over the nodes
+        of that tier, so tiers that did not train leave it untouched.
+        """
+        nodes = sorted(n for n in weights if n in self._copies)
+        if nodes:
+            states = {n: state_of(self._copies[n][0]) for n in nodes}
+            merged = self.model.state_dict()
+            groups = {None: nodes} | {
+                t: [n for n in nodes if self.ws.population.node_tier(n) == t]
+                for t in self.kit.tiers}
+            for tier, members in groups.items():
+                if not members:
+                    continue
+                prefix = "trunk." if tier is None else f"adapters.{tier}."
+                avg = weighted_average([({k: v for k, v in states[n].items()
+                                          if k.startswith(prefix)}, weights[n])
+                                        for n in members])
+                merged.update(avg)
+            self.model.load_state_dict(merged)
+        self._copies.clear()
+        self._steps.clear()
+
+    @torch.no_grad()
+    def infer(self, tier: str, z: np.ndarray, device_ids: np.ndarray,
+              samples: np.ndarray) -> np.ndarray:
+        """Predicted classes for inference features; the features are logged."""
+        self.log.add("inference", -1, tier, device_ids, samples, z)
+        self.model.eval()
+        return self.model(torch.from_numpy(z), tier).argmax(dim=1).numpy()
+
+    def deploy(self) -> None:
+        """Training is over: de-bias BatchNorm statistics of the model that serves."""
+        debias_batchnorm(self.model)
+
+    def load(self, state: dict[str, torch.Tensor]) -> None:
+        self.model.load_state_dict(state)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return state_of(self.model)
+
+    def observations(self) -> dict[str, TierObservations]:
+        return self.log.export()

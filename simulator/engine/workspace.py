@@ -1,0 +1,131 @@
+"""What every process of a run shares: read-only data and a model factory.
+
+The driver builds one :class:`Workspace` (arrays, device specs, the resolved scenario)
+and puts it into Ray's object store once; device actors and the cloud read it
+zero-copy. :class:`ModelKit` builds the tier edges, defenses and the cloud model from
+the scenario in whichever process needs them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from simulator.population import Population
+from simulator.scenario import Optimizer, Scenario, plugin_params
+from simulator.seeding import derive_seed
+from strategies.defenses import DEFENSES, DefendedEdge, Defense
+from strategies.models import BACKBONES, CloudModel, EdgeCost, build_cloud, build_edge, \
+    debias_batchnorm, edge_cost
+
+__all__ = ["EncoderChoice", "ModelKit", "Workspace", "make_optimizer", "state_of"]
+
+
+@dataclass(frozen=True)
+class EncoderChoice:
+    """An encoder registry name and its parameters (what defenses may rewrite)."""
+
+    name: str
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Read-only inputs of a run, shared by every actor.
+
+    ``private_x`` holds the device-private pool in [0, 1] (N, C, H, W) float32;
+    ``private_index`` the source-dataset index of each row (for records).
+    """
+
+    scenario: Scenario
+    num_classes: int
+    normalization: tuple[tuple[float, ...], tuple[float, ...]]
+    private_x: np.ndarray
+    private_y: np.ndarray
+    private_index: np.ndarray
+    provider_x: np.ndarray
+    provider_y: np.ndarray
+    population: Population
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.private_x.shape[1:])  # type: ignore[return-value]
+
+    def batch(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Private samples as tensors (fancy indexing copies out of shared memory)."""
+        return torch.from_numpy(self.private_x[indices]), \
+            torch.from_numpy(self.private_y[indices])
+
+
+class ModelKit:
+    """Builds a scenario's models; one per process, cheap to keep."""
+
+    def __init__(self, workspace: Workspace) -> None:
+        self.ws = workspace
+        sc = workspace.scenario
+        self.tiers = {t.name: t for t in sc.tiers}
+        self.backbone = BACKBONES.create(sc.model.backbone.name,
+                                         plugin_params(sc.model.backbone),
+                                         image_shape=workspace.image_shape,
+                                         num_classes=workspace.num_classes)
+        self.defenses: dict[str, Defense] = {
+            name: DEFENSES.create(t.defense.name, plugin_params(t.defense))
+            for name, t in self.tiers.items()}
+
+    def edge(self, tier: str) -> DefendedEdge:
+        """A freshly built (randomly initialised) defended edge of ``tier``."""
+        spec = self.tiers[tier].encoder
+        return build_edge(self.backbone, EncoderChoice(spec.name, plugin_params(spec)),
+                          self.defenses[tier], self.ws.normalization)
+
+    @cached_property
+    def costs(self) -> dict[str, EdgeCost]:
+        return {t: edge_cost(self.edge(t), self.ws.image_shape) for t in self.tiers}
+
+    def deployed(self, tier: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A trained edge state made ready to ship (BatchNorm statistics de-biased)."""
+        edge = self.edge(tier)
+        edge.load_state_dict(state)
+        debias_batchnorm(edge)
+        return state_of(edge)
+
+    def cloud(self) -> CloudModel:
+        tiers = {t: (self.costs[t].feature_shape, self.defenses[t].adapter())
+                 for t in self.tiers}
+        return build_cloud(self.backbone, tiers)
+
+    def initial_states(self) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
+        """Seeded initial weights of every tier edge and of the cloud.
+
+        Built once by the driver under a derived seed without touching the global RNG,
+        so every process starts from the same weights.
+        """
+        seed = self.ws.scenario.seed
+        edges = {}
+        for tier in self.tiers:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(derive_seed(seed, "init-edge", tier))
+                edges[tier] = state_of(self.edge(tier))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(seed, "init-cloud"))
+            cloud = state_of(self.cloud())
+        return edges, cloud
+
+
+def state_of(module: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached copy of a module's state dict."""
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def make_optimizer(params: Any, cfg: Optimizer) -> torch.optim.Optimizer:
+    """The scenario's optimiser over ``params``."""
+    if cfg.name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                               weight_decay=cfg.weight_decay)
+    cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
+    return cls(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)

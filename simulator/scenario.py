@@ -1,0 +1,240 @@
+"""The one schema of a scenario file.
+
+Every section is a frozen pydantic model with unknown keys forbidden. Plug-in sections
+(dataset, backbone, encoder, defense, attacks) are discriminated unions generated from the
+registries, so valid names and each plug-in's parameters come from the plug-ins
+themselves. Raw YAML is touched only in :mod:`simulator.loading`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (BaseModel, ConfigDict, Field, Tag, create_model, field_validator,
+                      model_validator)
+
+from simulator.data import DATASETS
+from strategies.attacks import ATTACKS, THREAT_MODELS, grants
+from strategies.defenses import DEFENSES
+from strategies.models import BACKBONES, ENCODERS
+from strategies.registry import Registry
+
+__all__ = ["Scenario", "Tier", "DeviceProfile", "Training", "Partition", "Splits",
+           "Inference", "Observation", "Adversary", "RayConfig", "FlowerConfig",
+           "ModelSection", "Sweep", "plugin_params"]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+def _plugin_union(registry: Registry) -> Any:
+    """A discriminated union over every plug-in of ``registry``, tagged by ``name``."""
+    members = []
+    for name, cls in registry.items():
+        model = create_model(f"{registry.kind}:{name}", __base__=cls.Params,
+                             name=(Literal[name], ...))  # type: ignore[call-overload]
+        members.append(Annotated[model, Tag(name)])
+    return Annotated[Union[tuple(members)], Field(discriminator="name")]  # noqa: UP007
+
+
+def plugin_params(spec: BaseModel) -> dict[str, Any]:
+    """The plug-in's own parameters of a union member (everything but ``name``)."""
+    return spec.model_dump(exclude={"name"})
+
+
+DatasetSpec = _plugin_union(DATASETS)
+BackboneSpec = _plugin_union(BACKBONES)
+EncoderSpec = _plugin_union(ENCODERS)
+DefenseSpec = _plugin_union(DEFENSES)
+AttackSpec = _plugin_union(ATTACKS)
+
+
+class Splits(Section):
+    """Disjoint splits: device-private data is what remains after these."""
+
+    auxiliary: float | int = Field(0.1, ge=0, description="attacker auxiliary data")
+    evaluation: float | int = Field(0.1, ge=0, description="held-out evaluation data")
+    provider: float | int = Field(0.0, ge=0, description="provider's own training data "
+                                  "(centralized mode)")
+
+
+class Partition(Section):
+    """How device-private data is spread over devices."""
+
+    scheme: Literal["iid", "dirichlet", "shards"] = "iid"
+    alpha: float = Field(0.5, gt=0, description="Dirichlet concentration")
+    shards_per_device: int = Field(2, ge=1)
+    samples_per_device: int | None = Field(None, ge=2)
+    min_samples: int = Field(4, ge=2)
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="private test samples "
+                                 "held back on each device for inference")
+
+
+class ModelSection(Section):
+    backbone: BackboneSpec = Field(default_factory=lambda: {"name": "siftfunnel_cnn"})
+
+
+class DeviceProfile(Section):
+    """A tier's hardware: what the simulated latency and memory checks use."""
+
+    compute_gflops: float = Field(10.0, gt=0, description="sustained GFLOP/s")
+    uplink_mbps: float = Field(10.0, gt=0, description="uplink Mbit/s")
+    memory_mb: float = Field(512.0, gt=0)
+    availability: float = Field(1.0, gt=0, le=1, description="probability to be "
+                                "reachable in a round")
+
+
+class Tier(Section):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_\-]+$")
+    count: int | None = Field(None, ge=1)
+    fraction: float | None = Field(None, gt=0, le=1)
+    encoder: EncoderSpec = Field(default_factory=lambda: {"name": "plain"})
+    defense: DefenseSpec = Field(default_factory=lambda: {"name": "none"})
+    profile: DeviceProfile = Field(default_factory=DeviceProfile)
+
+    @model_validator(mode="after")
+    def _one_size(self) -> Tier:
+        if (self.count is None) == (self.fraction is None):
+            raise ValueError("give exactly one of `count` or `fraction`")
+        return self
+
+
+class Optimizer(Section):
+    name: Literal["sgd", "adam", "adamw"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    betas: tuple[float, float] = (0.5, 0.999)
+    weight_decay: float = Field(0.0, ge=0)
+
+
+class Training(Section):
+    mode: Literal["split", "centralized"] = "split"
+    rounds: int = Field(5, ge=0)
+    local_steps: int = Field(5, ge=1, description="batches per device per round (split)")
+    epochs: int = Field(5, ge=1, description="provider epochs (centralized)")
+    batch_size: int = Field(32, ge=1)
+    fraction: float = Field(1.0, gt=0, le=1, description="devices sampled per round")
+    optimizer: Optimizer = Field(default_factory=Optimizer)
+
+
+class Inference(Section):
+    samples_per_device: int | None = Field(None, ge=1, description="None = all of the "
+                                           "device's private test samples")
+
+
+class Observation(Section):
+    """What the cloud's observation log keeps of the features it receives."""
+
+    phases: tuple[Literal["training", "inference"], ...] = ("training", "inference")
+    training_per_device: int = Field(64, ge=0, description="training features kept per "
+                                     "device (last rounds first)")
+
+
+class Adversary(Section):
+    """The curious cloud: what it knows and which attacks it runs."""
+
+    enabled: bool = False
+    threat_model: Literal["white_box", "black_box_query", "query_free"] = "black_box_query"
+    phases: tuple[Literal["training", "inference"], ...] = ("inference",)
+    auxiliary: Literal["same", "noise"] = "same"
+    attacks: tuple[AttackSpec, ...] = ()  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _granted(self) -> Adversary:
+        for spec in self.attacks:
+            cls = ATTACKS.get(spec.name)
+            if not grants(self.threat_model, cls.requires):
+                allowed = [t for t in THREAT_MODELS if grants(t, cls.requires)]
+                raise ValueError(f"attack {spec.name!r} needs threat_model in {allowed}, "
+                                 f"but the scenario grants {self.threat_model!r}")
+        return self
+
+
+class RayConfig(Section):
+    address: str | None = Field(None, description="an existing cluster ('auto' or "
+                                "host:port); None = local, or RAY_ADDRESS")
+    num_cpus: int | None = Field(None, ge=1, description="local Ray only")
+    cpus_per_node: float = Field(1.0, gt=0, description="CPUs one Flower node's actor uses")
+
+
+class FlowerConfig(Section):
+    devices_per_node: int = Field(25, ge=1, description="same-tier devices one Flower "
+                                  "node carries (cohort)")
+
+
+class Sweep(Section):
+    """A grid of scenario variants, each axis a dotted override path and its values."""
+
+    axes: dict[str, tuple[Any, ...]] = Field(default_factory=dict, description="e.g. "
+                                             "{'tiers.0.defense.beta': [0.5, 2]}")
+    mode: Literal["grid", "zip"] = "grid"
+    parallel: int = Field(1, ge=1, description="points run at once (Ray tasks)")
+
+    @field_validator("axes")
+    @classmethod
+    def _non_empty(cls, axes: dict[str, tuple[Any, ...]]) -> dict[str, tuple[Any, ...]]:
+        empty = [k for k, v in axes.items() if not v]
+        if empty:
+            raise ValueError(f"sweep axes need at least one value: {empty}")
+        return axes
+
+
+class Scenario(Section):
+    """A complete, validated scenario."""
+
+    name: str = Field(min_length=1)
+    seed: int = Field(0, ge=0)
+    output_dir: str = "runs"
+    devices: int | None = Field(None, ge=1, description="total devices when tiers give "
+                                "fractions")
+    dataset: DatasetSpec = Field(default_factory=lambda: {"name": "digits"})
+    splits: Splits = Field(default_factory=Splits)
+    partition: Partition = Field(default_factory=Partition)
+    model: ModelSection = Field(default_factory=ModelSection)
+    tiers: tuple[Tier, ...] = Field(min_length=1)
+    training: Training = Field(default_factory=Training)
+    inference: Inference = Field(default_factory=Inference)
+    observation: Observation = Field(default_factory=Observation)
+    adversary: Adversary = Field(default_factory=Adversary)
+    ray: RayConfig = Field(default_factory=RayConfig)
+    flower: FlowerConfig = Field(default_factory=FlowerConfig)
+    sweep: Sweep | None = None
+
+    @field_validator("tiers")
+    @classmethod
+    def _unique_tiers(cls, tiers: tuple[Tier, ...]) -> tuple[Tier, ...]:
+        names = [t.name for t in tiers]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"tier names must be unique; repeated: {dupes}")
+        return tiers
+
+    @model_validator(mode="after")
+    def _population(self) -> Scenario:
+        if any(t.fraction is not None for t in self.tiers):
+            if self.devices is None:
+                raise ValueError("tiers give `fraction`: set the top-level `devices` total")
+            total = sum(t.fraction or 0.0 for t in self.tiers)
+            if any(t.count is not None for t in self.tiers) or abs(total - 1) > 1e-6:
+                raise ValueError(f"tier fractions must all be given and sum to 1 (got {total:g})")
+        elif self.devices is not None and self.devices != self.num_devices:
+            raise ValueError(f"`devices` is {self.devices} but tier counts sum to "
+                             f"{self.num_devices}")
+        return self
+
+    def tier_counts(self) -> dict[str, int]:
+        """Devices per tier; fractions are rounded by largest remainder to `devices`."""
+        if all(t.count is not None for t in self.tiers):
+            return {t.name: int(t.count) for t in self.tiers}  # type: ignore[arg-type]
+        raw = [(t.name, (t.fraction or 0.0) * (self.devices or 0)) for t in self.tiers]
+        counts = {n: int(v) for n, v in raw}
+        left = (self.devices or 0) - sum(counts.values())
+        by_remainder = sorted(raw, key=lambda nv: (-(nv[1] - int(nv[1])), nv[0]))
+        for n, _ in by_remainder[:left]:
+            counts[n] += 1
+        return counts
+
+    @property
+    def num_devices(self) -> int:
+        return sum(self.tier_counts().values())

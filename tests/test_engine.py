@@ -1,0 +1,85 @@
+"""Split training and inference: the same arithmetic in-process and through Flower + Ray."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from simulator.engine.cloud import Cloud
+from simulator.engine.coordinator import run_split_training, sample_round
+from simulator.engine.local import LocalTransport, run_locally
+from simulator.engine.workspace import ModelKit
+from simulator.loading import validate_scenario
+from simulator.run import build_workspace, run_scenario
+
+
+def _quiet(*_args):
+    return None
+
+
+def test_split_rounds_lower_the_loss(smoke_raw):
+    smoke_raw["training"].update(rounds=6, fraction=1.0)
+    ws = build_workspace(validate_scenario(smoke_raw))
+    kit = ModelKit(ws)
+    edges, cloud_state = kit.initial_states()
+    transport = LocalTransport(ws, Cloud(ws, cloud_state))
+    outcome = run_split_training(ws, kit, transport, edges, _quiet)
+    rounds = pd.DataFrame(outcome.rounds).groupby("round")["loss"].mean()
+    assert rounds.iloc[-1] < 0.8 * rounds.iloc[0]
+    assert all(outcome.participation[d] == 6 for d in outcome.participation)
+    # the tier edges really changed, and each tier has its own
+    fresh, _ = kit.initial_states()
+    for tier, state in outcome.edge_states.items():
+        changed = [not torch.equal(state[k], fresh[tier][k]) for k in state]
+        assert any(changed), tier
+
+
+def test_round_sampling_respects_fraction_and_availability(smoke_raw):
+    smoke_raw["training"]["fraction"] = 0.5
+    smoke_raw["tiers"][0]["profile"] = {"availability": 0.5}
+    ws = build_workspace(validate_scenario(smoke_raw))
+    sizes = {"small": [], "large": []}
+    for rnd in range(40):
+        chosen = sample_round(ws, rnd)
+        for node, ids in chosen.items():
+            sizes[ws.population.node_tier(node)].append(len(ids))
+    per_round_large = np.mean([sum(v for v in sizes["large"])]) / 40
+    assert per_round_large == pytest.approx(2.0)  # ceil(0.5 * 3), always available
+    assert 0 < np.sum(sizes["small"]) / 40 <= 2.0
+
+
+def test_local_runs_are_deterministic(smoke_raw, tmp_path):
+    sc = validate_scenario(smoke_raw)
+    a = run_scenario(sc, tmp_path / "a", transport_factory=run_locally)
+    b = run_scenario(sc, tmp_path / "b", transport_factory=run_locally)
+    pd.testing.assert_frame_equal(pd.read_parquet(a / "devices.parquet"),
+                                  pd.read_parquet(b / "devices.parquet"))
+    np.testing.assert_array_equal(np.load(a / "observations" / "small.npy"),
+                                  np.load(b / "observations" / "small.npy"))
+
+
+@pytest.mark.slow
+def test_flower_run_matches_local_and_writes_the_run_directory(smoke_raw, tmp_path):
+    sc = validate_scenario(smoke_raw)
+    local = run_scenario(sc, tmp_path / "local", transport_factory=run_locally)
+    flower = run_scenario(sc, tmp_path / "flower")
+    for name in ("manifest.json", "scenario.yaml", "devices.parquet", "devices.csv",
+                 "tiers.parquet", "tiers.csv", "rounds.parquet", "checkpoints/cloud.pt",
+                 "checkpoints/edge_small.pt", "observations/index.parquet"):
+        assert (flower / name).is_file(), name
+    manifest = json.loads((flower / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["seed"] == 3
+    assert set(manifest["phases"]) == {"setup", "training", "inference"}
+    devices = pd.read_parquet(flower / "devices.parquet")
+    pd.testing.assert_frame_equal(devices, pd.read_parquet(local / "devices.parquet"))
+    assert devices["accuracy"].mean() > 0.5  # 4 classes: chance is 0.25
+    state = torch.load(flower / "checkpoints" / "edge_small.pt", weights_only=True)
+    assert isinstance(state, dict) and state
+    index = pd.read_parquet(flower / "observations" / "index.parquet")
+    assert set(index["phase"]) == {"training", "inference"}
+    inference = index[index["phase"] == "inference"]
+    assert len(inference) == devices["n_test"].sum()

@@ -1,0 +1,114 @@
+"""Scenario schema: bad files are rejected before anything runs, with every problem named."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from simulator.loading import ScenarioError, apply_override, load_scenario, validate_scenario
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _problems(raw: dict) -> list[str]:
+    with pytest.raises(ScenarioError) as info:
+        validate_scenario(raw)
+    return info.value.problems
+
+
+def test_smoke_scenario_is_valid(smoke_raw):
+    sc = validate_scenario(smoke_raw)
+    assert sc.tier_counts() == {"small": 4, "large": 3}
+    assert sc.num_devices == 7
+
+
+def test_misspelt_plugin_parameter_names_its_path(smoke_raw):
+    smoke_raw["tiers"][1]["defense"] = {"name": "gaussian_noise", "sigam": 0.3}
+    (problem,) = _problems(smoke_raw)
+    assert problem.startswith("tiers[1].defense.sigam: unknown key")
+
+
+def test_out_of_range_value_names_path_value_and_range(smoke_raw):
+    smoke_raw["tiers"][1]["profile"] = {"uplink_mbps": -5}
+    (problem,) = _problems(smoke_raw)
+    assert problem.startswith("tiers[1].profile.uplink_mbps:")
+    assert "greater than 0" in problem and "-5" in problem
+
+
+def test_unknown_plugin_lists_valid_names(smoke_raw):
+    smoke_raw["tiers"][0]["defense"] = {"name": "magic"}
+    (problem,) = _problems(smoke_raw)
+    assert "tiers[0].defense" in problem
+    for known in ("none", "siftfunnel", "gaussian_noise"):
+        assert f"'{known}'" in problem
+
+
+def test_every_problem_is_listed_at_once(smoke_raw):
+    smoke_raw["partition"]["scheme"] = "random"
+    smoke_raw["training"]["rounds"] = -1
+    smoke_raw["trainig"] = {}
+    problems = _problems(smoke_raw)
+    paths = sorted(p.split(":")[0] for p in problems)
+    assert paths == ["partition.scheme", "trainig", "training.rounds"]
+    assert any("'iid', 'dirichlet' or 'shards'" in p for p in problems)
+
+
+def test_tier_needs_exactly_one_size(smoke_raw):
+    smoke_raw["tiers"][0]["fraction"] = 0.5
+    (problem,) = _problems(smoke_raw)
+    assert problem.startswith("tiers[0]") and "exactly one of `count` or `fraction`" in problem
+
+
+def test_fractions_expand_to_the_device_total(smoke_raw):
+    smoke_raw["devices"] = 10
+    smoke_raw["tiers"][0].pop("count"), smoke_raw["tiers"][1].pop("count")
+    smoke_raw["tiers"][0]["fraction"], smoke_raw["tiers"][1]["fraction"] = 0.36, 0.64
+    assert validate_scenario(smoke_raw).tier_counts() == {"small": 4, "large": 6}
+
+
+def test_attack_beyond_threat_model_is_rejected(smoke_raw):
+    smoke_raw["adversary"] = {"enabled": True, "threat_model": "query_free",
+                              "attacks": [{"name": "rmle"}]}
+    (problem,) = _problems(smoke_raw)
+    assert "rmle" in problem and "white_box" in problem
+
+
+def test_overrides_set_nested_and_indexed_values(smoke_raw):
+    apply_override(smoke_raw, "training.rounds=7")
+    apply_override(smoke_raw, "tiers.1.count=5")
+    apply_override(smoke_raw, "tiers[0].defense={name: gaussian_noise, sigma: 0.1}")
+    sc = validate_scenario(smoke_raw)
+    assert sc.training.rounds == 7 and sc.tier_counts()["large"] == 5
+    assert sc.tiers[0].defense.sigma == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="not an index"):
+        apply_override(smoke_raw, "tiers.9.count=1")
+
+
+def test_load_scenario_reports_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ScenarioError, match="file not found"):
+        load_scenario(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(ScenarioError, match="not valid YAML"):
+        load_scenario(bad)
+
+
+def test_cli_validate_exits_nonzero_without_traceback(tmp_path, smoke_raw):
+    smoke_raw["tiers"][0]["profile"] = {"availability": 1.5}
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(smoke_raw))
+    res = subprocess.run([sys.executable, "-m", "simulator", "validate", str(path)],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert res.returncode == 2
+    assert "tiers[0].profile.availability" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "scenarios").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_shipped_scenario_validates(path):
+    load_scenario(path)
