@@ -44,11 +44,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_attack(args: argparse.Namespace) -> int:
+    from simulator.run import attack_run
+    path = attack_run(args.run_dir, args.set, progress=Progress())
+    print(f"leakage written to {path} (earlier results moved to {path}/history/)")
+    _print_tiers(path)
+    return 0
+
+
 def _print_tiers(path) -> None:
     import pandas as pd
     tiers = pd.read_csv(path / "tiers.csv")
     cols = [c for c in ("tier", "devices", "defense", "accuracy_mean", "accuracy_lo",
-                        "accuracy_hi", "macs", "bytes_per_sample", "latency_ms_mean")
+                        "accuracy_hi", "macs", "bytes_per_sample", "latency_ms_mean",
+                        "ssim_worst_case_mean", "attack_acc_worst_case_mean", "mi_nats")
             if c in tiers]
     print(tiers[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
 
@@ -65,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "run":
             p.add_argument("--out", default=None, help="run directory (default "
                            "<output_dir>/<name>, never overwriting an earlier run)")
+    p = sub.add_parser("attack", help="rerun the curious cloud on a finished run "
+                       "directory (no retraining)")
+    p.add_argument("run_dir", help="a directory written by `siftsim run`")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="change the adversary, e.g. --set 'adversary.attacks=[{name: "
+                   "rmle, threat_model: white_box}]'")
     return parser
 
 
@@ -72,10 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from simulator.data import DatasetNotFoundError
     from simulator.loading import ScenarioError
-    handlers = {"run": _cmd_run, "validate": _cmd_validate}
+    handlers = {"run": _cmd_run, "validate": _cmd_validate, "attack": _cmd_attack}
     try:
         return handlers[args.command](args)
-    except (ScenarioError, DatasetNotFoundError) as err:
+    except (ScenarioError, DatasetNotFoundError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

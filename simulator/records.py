@@ -31,7 +31,7 @@ import yaml
 from simulator.engine.observations import TierObservations
 from simulator.scenario import Scenario
 
-__all__ = ["RunRecorder", "new_run_dir"]
+__all__ = ["RunRecorder", "new_run_dir", "read_checkpoints", "read_observations"]
 
 _PACKAGES = ("siftsim", "torch", "torchvision", "flwr", "ray", "numpy", "pandas",
              "pydantic", "torchmetrics", "scikit-image")
@@ -50,8 +50,14 @@ def new_run_dir(base: str | Path, name: str) -> Path:
 class RunRecorder:
     """Writes one run directory, phase by phase."""
 
-    def __init__(self, path: Path, scenario: Scenario) -> None:
+    def __init__(self, path: Path, scenario: Scenario, resume: bool = False) -> None:
         self.path = Path(path)
+        if resume:  # a later pass (``siftsim attack``) on a finished run
+            self.manifest = json.loads((self.path / "manifest.json").read_text())
+            self.manifest["scenario"] = scenario.model_dump(mode="json")
+            (self.path / "scenario.yaml").write_text(
+                yaml.safe_dump(self.manifest["scenario"], sort_keys=False))
+            return
         self.path.mkdir(parents=True, exist_ok=True)
         resolved = scenario.model_dump(mode="json")
         (self.path / "scenario.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
@@ -101,10 +107,63 @@ class RunRecorder:
             columns=["tier", "row", "phase", "round", "device_id", "sample", "dataset_index"])
         index.to_parquet(folder / "index.parquet", index=False)
 
+    def leakage(self, results: list) -> None:
+        """Join attack results into the tables; earlier versions move to history/."""
+        from simulator.leakage import (device_leakage, images_table, merge_leakage,
+                                       save_reconstructions, tier_leakage)
+        self._archive(["leakage_images.parquet", "devices.parquet", "tiers.parquet",
+                       "reconstructions"])
+        images = images_table(results)
+        images.to_parquet(self.path / "leakage_images.parquet", index=False)
+        devices = merge_leakage(pd.read_parquet(self.path / "devices.parquet"),
+                                device_leakage(images), "device_id")
+        self.table("devices", devices)
+        tiers = merge_leakage(pd.read_parquet(self.path / "tiers.parquet"),
+                              tier_leakage(devices, results), "tier")
+        self.table("tiers", tiers)
+        save_reconstructions(self.path / "reconstructions", results)
+
+    def _archive(self, names: list[str]) -> None:
+        """Move the previous attack pass's outputs aside (never lose finished work)."""
+        if not (self.path / "leakage_images.parquet").exists():
+            return
+        folder = self.path / "history" / time.strftime("%Y%m%d-%H%M%S")
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            src = self.path / name
+            if src.is_dir():
+                src.rename(folder / name)
+            elif src.exists():
+                import shutil
+                shutil.copy2(src, folder / name)
+
     def _write_manifest(self) -> None:
         tmp = self.path / "manifest.json.tmp"
         tmp.write_text(json.dumps(self.manifest, indent=2, default=str))
         tmp.replace(self.path / "manifest.json")
+
+
+def read_checkpoints(path: Path) -> tuple[dict[str, dict[str, torch.Tensor]],
+                                          dict[str, torch.Tensor]]:
+    """Deployed tier edges and the cloud of a run directory."""
+    folder = Path(path) / "checkpoints"
+    edges = {p.stem.removeprefix("edge_"): torch.load(p, weights_only=True)
+             for p in sorted(folder.glob("edge_*.pt"))}
+    return edges, torch.load(folder / "cloud.pt", weights_only=True)
+
+
+def read_observations(path: Path) -> dict[str, TierObservations]:
+    """The cloud's observation log of a run directory, as the cloud held it."""
+    folder = Path(path) / "observations"
+    index = pd.read_parquet(folder / "index.parquet")
+    out = {}
+    for tier, g in index.groupby("tier", sort=True):
+        g = g.sort_values("row")
+        out[str(tier)] = TierObservations(
+            np.where(g["phase"] == "training", 0, 1).astype(np.int8),
+            g["round"].to_numpy(np.int32), g["device_id"].to_numpy(np.int32),
+            g["sample"].to_numpy(np.int64), np.load(folder / f"{tier}.npy"))
+    return out
 
 
 def _versions() -> dict[str, str]:

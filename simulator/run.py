@@ -22,7 +22,7 @@ from simulator.records import RunRecorder, new_run_dir
 from simulator.scenario import Scenario, plugin_params
 from simulator.seeding import derive_seed, rng
 
-__all__ = ["build_workspace", "device_table", "run_scenario", "tier_table"]
+__all__ = ["attack_run", "build_workspace", "device_table", "run_scenario", "tier_table"]
 
 Progress = Callable[[str, int, int, str], None]
 
@@ -40,7 +40,9 @@ def build_workspace(scenario: Scenario) -> Workspace:
     index = private.index if private.index is not None else np.arange(len(private))
     return Workspace(scenario, private.num_classes, dataset.normalization(),
                      private.x.numpy(), private.y.numpy(), np.asarray(index),
-                     provider.x.numpy(), provider.y.numpy(), population)
+                     provider.x.numpy(), provider.y.numpy(), population,
+                     splits.auxiliary.x.numpy(), splits.auxiliary.y.numpy(),
+                     splits.evaluation.x.numpy(), splits.evaluation.y.numpy())
 
 
 def _carve_provider(private, share: float | int, seed: int):
@@ -108,16 +110,54 @@ def _run(scenario: Scenario, recorder: RunRecorder, progress: Progress,
             recorder.table("rounds", pd.DataFrame(rounds))
         t1 = time.perf_counter()
         accuracy = run_inference(ws, transport, edge_states, progress)
-        recorder.table("devices", device_table(ws, kit, accuracy, outcome))
-        recorder.observations(transport.cloud("observations"), ws.private_index)
+        devices = device_table(ws, kit, accuracy, outcome)
+        recorder.table("devices", devices)
+        recorder.table("tiers", tier_table(devices))
+        observations = transport.cloud("observations")
+        recorder.observations(observations, ws.private_index)
         recorder.phase_done("inference", time.perf_counter() - t1)
+        if scenario.adversary.enabled and scenario.adversary.attacks:
+            t1 = time.perf_counter()
+            progress("attack", 0, len(observations), "curious cloud")
+            results = transport.attack(edge_states, transport.cloud("state"), observations)
+            recorder.leakage(results)
+            recorder.phase_done("attack", time.perf_counter() - t1)
+            progress("attack", len(observations), len(observations), "done")
 
     if transport_factory is None:
         from simulator.engine.flower import run_on_flower
         transport_factory = run_on_flower
     transport_factory(ws, cloud_state, body)
-    devices = pd.read_parquet(recorder.path / "devices.parquet")
-    recorder.table("tiers", tier_table(devices))
+
+
+def attack_run(path: str | Path, overrides: list[str] | None = None,
+               progress: Progress | None = None) -> Path:
+    """Rerun the curious cloud on a finished run directory (nothing is retrained).
+
+    ``overrides`` (``adversary.attacks=[...]``, ...) change the resolved scenario; the
+    previous leakage outputs move to ``history/``.
+    """
+    import yaml
+
+    from simulator.adversary import run_adversary
+    from simulator.loading import apply_override, validate_scenario
+    from simulator.records import read_checkpoints, read_observations
+    path = Path(path)
+    if not (path / "observations" / "index.parquet").is_file():
+        raise FileNotFoundError(f"{path} holds no observation log (observations/"
+                                "index.parquet): give a directory written by `siftsim run`")
+    raw = yaml.safe_load((path / "scenario.yaml").read_text())
+    for item in overrides or []:
+        apply_override(raw, item)
+    raw.setdefault("adversary", {})["enabled"] = True
+    scenario = validate_scenario(raw, source=str(path / "scenario.yaml"))
+    recorder = RunRecorder(path, scenario, resume=True)
+    t0 = time.perf_counter()
+    edges, cloud = read_checkpoints(path)
+    results = run_adversary(build_workspace(scenario), edges, cloud, read_observations(path))
+    recorder.leakage(results)
+    recorder.phase_done("attack", time.perf_counter() - t0)
+    return path
 
 
 def device_table(ws: Workspace, kit: ModelKit, accuracy: dict[int, dict[str, float]],

@@ -20,7 +20,7 @@ from strategies.models import BACKBONES, ENCODERS
 from strategies.registry import Registry
 
 __all__ = ["Scenario", "Tier", "DeviceProfile", "Training", "Partition", "Splits",
-           "Inference", "Observation", "Adversary", "RayConfig", "FlowerConfig",
+           "Inference", "Observation", "Adversary", "Auxiliary", "Information", "RayConfig", "FlowerConfig",
            "ModelSection", "Sweep", "plugin_params"]
 
 
@@ -28,26 +28,38 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
-def _plugin_union(registry: Registry) -> Any:
-    """A discriminated union over every plug-in of ``registry``, tagged by ``name``."""
+def _plugin_union(registry: Registry, **extra: Any) -> Any:
+    """A discriminated union over every plug-in of ``registry``, tagged by ``name``.
+
+    ``extra`` adds fields the simulator reads itself (not passed to the plug-in).
+    """
     members = []
     for name, cls in registry.items():
         model = create_model(f"{registry.kind}:{name}", __base__=cls.Params,
-                             name=(Literal[name], ...))  # type: ignore[call-overload]
+                             name=(Literal[name], ...), **extra)  # type: ignore[call-overload]
         members.append(Annotated[model, Tag(name)])
     return Annotated[Union[tuple(members)], Field(discriminator="name")]  # noqa: UP007
 
 
+_SIMULATOR_FIELDS = {"name", "threat_model", "label"}
+
+
 def plugin_params(spec: BaseModel) -> dict[str, Any]:
-    """The plug-in's own parameters of a union member (everything but ``name``)."""
-    return spec.model_dump(exclude={"name"})
+    """The plug-in's own parameters of a union member (without the simulator's fields)."""
+    return spec.model_dump(exclude=_SIMULATOR_FIELDS & set(type(spec).model_fields))
 
 
 DatasetSpec = _plugin_union(DATASETS)
 BackboneSpec = _plugin_union(BACKBONES)
 EncoderSpec = _plugin_union(ENCODERS)
 DefenseSpec = _plugin_union(DEFENSES)
-AttackSpec = _plugin_union(ATTACKS)
+ThreatModel = Literal["white_box", "black_box_query", "query_free"]
+AttackSpec = _plugin_union(
+    ATTACKS,
+    threat_model=(ThreatModel | None, Field(None, description="overrides the adversary's "
+                                             "default threat model for this attack")),
+    label=(str | None, Field(None, pattern=r"^[A-Za-z0-9_]+$", description="column name "
+                             "when one attack runs twice (e.g. two decoder sizes)")))
 
 
 class Splits(Section):
@@ -131,23 +143,61 @@ class Observation(Section):
                                      "device (last rounds first)")
 
 
+class Auxiliary(Section):
+    """The attacker's auxiliary data."""
+
+    source: Literal["same", "noise", "dataset"] = Field(
+        "same", description="same: the scenario's auxiliary split; noise: uniform noise "
+        "images; dataset: another dataset (below), resized to the victims' images")
+    dataset: DatasetSpec | None = None  # type: ignore[valid-type]
+    size: int | None = Field(None, ge=8, description="cap on the number of images")
+
+    @model_validator(mode="after")
+    def _dataset_given(self) -> Auxiliary:
+        if (self.source == "dataset") != (self.dataset is not None):
+            raise ValueError("give `dataset` exactly when source is 'dataset'")
+        return self
+
+
+class Information(Section):
+    """Per-tier information metrics of the observed features."""
+
+    enabled: bool = True
+    max_samples: int = Field(2000, ge=64, description="features used per tier")
+    mi_epochs: int = Field(20, ge=1)
+    paper_variant: bool = Field(True, description="also the sigmoid-bounded MINE of the "
+                                "SiftFunnel code (at most 1 nat)")
+
+
 class Adversary(Section):
     """The curious cloud: what it knows and which attacks it runs."""
 
     enabled: bool = False
-    threat_model: Literal["white_box", "black_box_query", "query_free"] = "black_box_query"
+    threat_model: ThreatModel = "black_box_query"
     phases: tuple[Literal["training", "inference"], ...] = ("inference",)
-    auxiliary: Literal["same", "noise"] = "same"
+    auxiliary: Auxiliary = Field(default_factory=Auxiliary)
     attacks: tuple[AttackSpec, ...] = ()  # type: ignore[valid-type]
+    images_per_device: int = Field(8, ge=1, description="observed features attacked per "
+                                   "device and phase")
+    evaluation_epochs: int = Field(8, ge=1, description="epochs of the independent "
+                                   "evaluation classifier")
+    saved_reconstructions: int = Field(8, ge=0, description="per attack and tier")
+    information: Information = Field(default_factory=Information)
 
     @model_validator(mode="after")
     def _granted(self) -> Adversary:
         for spec in self.attacks:
+            granted = spec.threat_model or self.threat_model
             cls = ATTACKS.get(spec.name)
-            if not grants(self.threat_model, cls.requires):
+            if not grants(granted, cls.requires):
                 allowed = [t for t in THREAT_MODELS if grants(t, cls.requires)]
                 raise ValueError(f"attack {spec.name!r} needs threat_model in {allowed}, "
-                                 f"but the scenario grants {self.threat_model!r}")
+                                 f"but the scenario grants {granted!r}")
+        labels = [spec.label or spec.name for spec in self.attacks]
+        dupes = sorted({x for x in labels if labels.count(x) > 1})
+        if dupes:
+            raise ValueError(f"attacks need distinct labels; repeated: {dupes} "
+                             "(set `label` on repeated attacks)")
         return self
 
 

@@ -24,6 +24,7 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
 
+from simulator.adversary import Adversary, TierLeakage, train_evaluator
 from simulator.engine.cloud import Cloud
 from simulator.engine.device import (InferJob, InferResult, TrainJob, TrainResult,
                                      run_infer_job, run_train_job)
@@ -65,6 +66,15 @@ class CloudActor(Cloud):
 
     def call(self, method: str, *args: Any) -> Any:
         return getattr(self, method)(*args)
+
+
+@ray.remote(num_cpus=0)
+class AdversaryActor(Adversary):
+    """The curious cloud's attacker for one tier, in its own process.
+
+    Like the cloud it reserves no CPU: Flower's node actors hold the cluster's CPUs for
+    the whole simulation, and a reservation here would wait for them forever.
+    """
 
 
 def _worker(ws_ref: Any, threads: int) -> tuple[Workspace, ModelKit]:
@@ -126,8 +136,8 @@ def _client_app(ws_ref: Any, cloud: Any, threads: int) -> ClientApp:
 class FlowerTransport:
     """Coordinator transport over a Flower Grid; node index <-> Flower node id."""
 
-    def __init__(self, grid: Grid, node_ids: dict[int, int], cloud: Any) -> None:
-        self.grid, self.node_ids, self._cloud = grid, node_ids, cloud
+    def __init__(self, grid: Grid, node_ids: dict[int, int], cloud: Any, ws_ref: Any) -> None:
+        self.grid, self.node_ids, self._cloud, self.ws_ref = grid, node_ids, cloud, ws_ref
 
     def _send(self, kind: str, jobs: list[Any], extra: Callable[[Any], dict]) -> list[Message]:
         msgs = [Message(RecordDict({"arrays": ArrayRecord(j.edge_state),
@@ -168,6 +178,15 @@ class FlowerTransport:
     def cloud(self, method: str, *args: Any) -> Any:
         return ray.get(self._cloud.call.remote(method, *args))
 
+    def attack(self, edge_states: dict, cloud_state: dict,
+               observations: dict) -> list[TierLeakage]:
+        """One adversary actor per tier; Ray runs as many at once as CPUs allow."""
+        evaluator = ray.get(ray.remote(num_cpus=0)(train_evaluator).remote(self.ws_ref))
+        tiers = sorted(observations)
+        actors = {t: AdversaryActor.remote(self.ws_ref, edge_states, cloud_state, evaluator)
+                  for t in tiers}
+        return ray.get([actors[t].attack_tier.remote(t, observations[t]) for t in tiers])
+
 
 def _discover(grid: Grid, expected: int, timeout: float = 600.0) -> dict[int, int]:
     """Wait for every node to register, then ask each which cohort it carries."""
@@ -198,7 +217,8 @@ def run_on_flower(ws: Workspace, cloud_state: dict[str, torch.Tensor],
     @server.main()
     def main(grid: Grid, context: Context) -> None:
         try:
-            transport = FlowerTransport(grid, _discover(grid, len(ws.population.nodes)), cloud)
+            transport = FlowerTransport(grid, _discover(grid, len(ws.population.nodes)), cloud,
+                                        ws_ref)
             box["result"] = body(transport)
         except BaseException as err:  # re-raised in the driver below
             box["error"] = err

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from simulator.adversary import run_adversary
 from simulator.engine.cloud import Cloud
 from simulator.engine.device import (InferJob, InferResult, TrainJob, TrainResult,
                                      run_infer_job, run_train_job)
@@ -29,6 +30,9 @@ class LocalTransport:
 
     def cloud(self, method: str, *args: Any) -> Any:
         return getattr(self._cloud, method)(*args)
+
+    def attack(self, edge_states: dict, cloud_state: dict, observations: dict) -> list:
+        return run_adversary(self.ws, edge_states, cloud_state, observations)
 
 
 def run_locally(ws: Workspace, cloud_state: dict, body) -> None:

@@ -39,7 +39,8 @@ class Workspace:
     """Read-only inputs of a run, shared by every actor.
 
     ``private_x`` holds the device-private pool in [0, 1] (N, C, H, W) float32;
-    ``private_index`` the source-dataset index of each row (for records).
+    ``private_index`` the source-dataset index of each row (for records); ``aux_*`` is
+    the auxiliary split (the attacker's), ``eval_*`` the held-out evaluation split.
     """
 
     scenario: Scenario
@@ -51,6 +52,10 @@ class Workspace:
     provider_x: np.ndarray
     provider_y: np.ndarray
     population: Population
+    aux_x: np.ndarray
+    aux_y: np.ndarray
+    eval_x: np.ndarray
+    eval_y: np.ndarray
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

@@ -1,0 +1,269 @@
+"""The curious cloud attacks what it observed, under explicit threat models.
+
+For each tier, :class:`Adversary` builds the knowledge object each attack's threat model
+grants (never more), fits the attack, reconstructs the logged features of every device
+and scores each reconstruction against the private original. Knowledge objects hold no
+more than their type allows and a black-box oracle never leaves this process. Scoring
+uses an independent evaluation classifier trained on the held-out split that neither the
+victims nor the attacker used. Plain Python; the Flower/Ray seam runs it in actors.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from analysis.metrics import (bias_corrected_dcor2, effective_volume,
+                              estimate_mutual_information, mse,
+                              nearest_neighbour_identification, psnr, ssim)
+from simulator.engine.observations import TierObservations
+from simulator.engine.workspace import ModelKit, Workspace
+from simulator.scenario import plugin_params
+from simulator.seeding import derive_seed, generator, rng, seeded
+from strategies.attacks import ATTACKS, THREAT_MODELS, BlackBoxQuery, QueryOracle, WhiteBox
+
+__all__ = ["Adversary", "TierLeakage", "auxiliary_data", "run_adversary", "train_evaluator"]
+
+_CHUNK = 256
+
+
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """One intra-op thread: the same numbers in a run's actor and in `siftsim attack`."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@dataclass
+class TierLeakage:
+    """What one tier's attacks produced."""
+
+    tier: str
+    images: dict[str, np.ndarray]                       # per reconstructed image
+    reconstructions: dict[str, dict[str, np.ndarray]]   # label -> original/recon/device
+    information: dict[str, Any] = field(default_factory=dict)
+
+
+def auxiliary_data(ws: Workspace) -> tuple[np.ndarray, np.ndarray]:
+    """The attacker's auxiliary images (and labels) as the scenario declares them."""
+    aux = ws.scenario.adversary.auxiliary
+    if aux.source == "same":
+        x, y = ws.aux_x, ws.aux_y
+    elif aux.source == "noise":
+        n = aux.size or len(ws.aux_y)
+        g = rng(ws.scenario.seed, "aux-noise")
+        x = g.random((n, *ws.image_shape), dtype=np.float32)
+        y = g.integers(0, ws.num_classes, n)
+    else:
+        from simulator.data import DATASETS
+        spec = aux.dataset
+        params = {**plugin_params(spec), "image_size": ws.image_shape[-1]}
+        data = DATASETS.create(spec.name, params).load("train")
+        x, y = data.x.numpy(), data.y.numpy() % ws.num_classes
+        if x.shape[1:] != ws.image_shape:
+            x = _match_channels(x, ws.image_shape[0])
+    if aux.size is not None:
+        x, y = x[:aux.size], y[:aux.size]
+    return x.astype(np.float32), y.astype(np.int64)
+
+
+def _match_channels(x: np.ndarray, channels: int) -> np.ndarray:
+    if x.shape[1] == 3 and channels == 1:
+        return (x * np.array([0.299, 0.587, 0.114], np.float32)[:, None, None]).sum(
+            1, keepdims=True)
+    if x.shape[1] == 1 and channels == 3:
+        return np.repeat(x, 3, axis=1)
+    raise ValueError(f"auxiliary images have {x.shape[1]} channels, victims {channels}")
+
+
+def train_evaluator(ws: Workspace) -> dict[str, torch.Tensor]:
+    """An independent classifier (the backbone, whole) trained on the evaluation split."""
+    with single_thread():
+        return _train_evaluator(ws)
+
+
+def _train_evaluator(ws: Workspace) -> dict[str, torch.Tensor]:
+    kit = ModelKit(ws)
+    sc = ws.scenario
+    with seeded(derive_seed(sc.seed, "evaluator-init")):
+        model = _evaluator(kit)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x, y = torch.from_numpy(ws.eval_x), torch.from_numpy(ws.eval_y)
+    model.train()
+    for epoch in range(sc.adversary.evaluation_epochs):
+        order = torch.from_numpy(rng(sc.seed, "evaluator-epoch", epoch).permutation(len(y)))
+        for i, start in enumerate(range(0, len(y), 64)):
+            idx = order[start:start + 64]
+            with seeded(derive_seed(sc.seed, "evaluator-step", epoch, i)):
+                loss = F.cross_entropy(model(x[idx]), y[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+            opt.step()
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _evaluator(kit: ModelKit) -> torch.nn.Module:
+    from strategies.models import Normalize
+    return torch.nn.Sequential(Normalize(*kit.ws.normalization), kit.backbone.edge_layers(),
+                               kit.backbone.trunk())
+
+
+class Adversary:
+    """Runs the scenario's attacks on one run's observations.
+
+    Parameters
+    ----------
+    ws
+        The run's workspace (private originals are used only for scoring).
+    edge_states, cloud_state
+        The deployed weights (the cloud holds them; what an attack may read of them is
+        decided by its threat model).
+    evaluator_state
+        Weights of the independent evaluation classifier.
+    """
+
+    def __init__(self, ws: Workspace, edge_states: dict[str, dict[str, torch.Tensor]],
+                 cloud_state: dict[str, torch.Tensor],
+                 evaluator_state: dict[str, torch.Tensor]) -> None:
+        self.ws, self.kit = ws, ModelKit(ws)
+        self.edge_states = edge_states
+        self.cloud = self.kit.cloud()
+        self.cloud.load_state_dict(cloud_state)
+        self.cloud.eval()
+        self.evaluator = _evaluator(self.kit)
+        self.evaluator.load_state_dict(evaluator_state)
+        self.evaluator.eval()
+        self.aux_x, self.aux_y = auxiliary_data(ws)
+
+    def attack_tier(self, tier: str, obs: TierObservations) -> TierLeakage:
+        """Every attack of the scenario against the observed features of ``tier``."""
+        with single_thread():
+            return self._attack_tier(tier, obs)
+
+    def _attack_tier(self, tier: str, obs: TierObservations) -> TierLeakage:
+        adv = self.ws.scenario.adversary
+        rows = _select(obs, adv.phases, adv.images_per_device)
+        z = torch.from_numpy(obs.z[rows].astype(np.float32))
+        samples, devices = obs.sample[rows], obs.device_id[rows]
+        x_true = torch.from_numpy(self.ws.private_x[samples])
+        y_true = torch.from_numpy(self.ws.private_y[samples])
+        gallery, true_index = _gallery(samples, x_true)
+        images: dict[str, list] = {k: [] for k in ("attack", "threat_model", "device_id",
+                                                   "sample", "ssim", "psnr", "mse",
+                                                   "eval_correct", "nn_correct")}
+        recon_out = {}
+        for spec in adv.attacks:
+            label = spec.label or spec.name
+            granted = spec.threat_model or adv.threat_model
+            attack = ATTACKS.create(spec.name, plugin_params(spec))
+            with seeded(derive_seed(self.ws.scenario.seed, "attack", label, tier)):
+                attack.fit(self._knowledge(tier, granted),
+                           generator(self.ws.scenario.seed, "attack-fit", label, tier))
+                x_hat = torch.cat([attack.reconstruct(c) for c in z.split(_CHUNK)])
+            with torch.no_grad():
+                pred = torch.cat([self.evaluator(c).argmax(1) for c in x_hat.split(_CHUNK)])
+            for key, value in (("ssim", ssim(x_hat, x_true)), ("psnr", psnr(x_hat, x_true)),
+                               ("mse", mse(x_hat, x_true)), ("eval_correct", pred == y_true),
+                               ("nn_correct", nearest_neighbour_identification(
+                                   x_hat, gallery, true_index))):
+                images[key].append(value.numpy())
+            images["attack"].append(np.full(len(z), label))
+            images["threat_model"].append(np.full(len(z), granted))
+            images["device_id"].append(devices)
+            images["sample"].append(samples)
+            k = adv.saved_reconstructions
+            recon_out[label] = {"original": x_true[:k].numpy(),
+                                "reconstruction": x_hat[:k].numpy(), "device_id": devices[:k]}
+        merged = {key: np.concatenate(v) if v else np.array([]) for key, v in images.items()}
+        info = self._information(tier, x_true, y_true, z) if adv.information.enabled else {}
+        return TierLeakage(tier, merged, recon_out, info)
+
+    def _knowledge(self, tier: str, threat_model: str) -> Any:
+        """Exactly what ``threat_model`` grants for ``tier``: built here, never shipped."""
+        view = copy.deepcopy(self.cloud.tier_view(tier)).eval()
+        for p in view.parameters():
+            p.requires_grad_(False)
+        base = dict(cloud=view, aux_x=torch.from_numpy(self.aux_x),
+                    aux_y=torch.from_numpy(self.aux_y),
+                    feature_shape=tuple(self.kit.costs[tier].feature_shape),
+                    image_shape=self.ws.image_shape, normalization=self.ws.normalization)
+        cls = THREAT_MODELS[threat_model]
+        if cls is THREAT_MODELS["query_free"]:
+            return cls(**base)
+        edge = self.kit.edge(tier)
+        edge.load_state_dict(self.edge_states[tier])
+        edge.eval()
+        defense = self.kit.defenses[tier]
+        noise = generator(self.ws.scenario.seed, "oracle", tier)
+        oracle = QueryOracle(lambda x: defense.transform(edge(x), training=False,
+                                                         generator=noise))
+        if cls is BlackBoxQuery:
+            return BlackBoxQuery(**base, query=oracle)
+        return WhiteBox(**base, query=oracle, edge=copy.deepcopy(edge))
+
+    def _information(self, tier: str, x: torch.Tensor, y: torch.Tensor,
+                     z: torch.Tensor) -> dict[str, Any]:
+        cfg, seed = self.ws.scenario.adversary.information, self.ws.scenario.seed
+        n = min(len(z), cfg.max_samples)
+        x, z = x[:n], z[:n]
+        vol = effective_volume(z)
+        out = {"dcor2_bc": bias_corrected_dcor2(x, z, generator=generator(seed, "dcor", tier)),
+               "nonzero_per_sample": float(vol["mean_per_sample"]),
+               "nonzero_fraction": float(vol["fraction"]),
+               "eval_acc_real": _accuracy(self.evaluator, x, y[:n]),
+               "chance": 1.0 / self.ws.num_classes}
+        with seeded(derive_seed(seed, "mi", tier)):
+            est = estimate_mutual_information(x, z, critic="mlp", objective="smile",
+                                              epochs=cfg.mi_epochs,
+                                              generator=generator(seed, "mi", tier))
+        out.update(mi_nats=est.value_nats, mi_estimator=f"{est.estimator}/{est.critic}, "
+                   f"batch {est.batch_size}, held-out {est.n_held_out}")
+        if cfg.paper_variant:
+            with seeded(derive_seed(seed, "mi-paper", tier)):
+                paper = estimate_mutual_information(
+                    x, z, critic="conv_sigmoid", objective="mine", epochs=cfg.mi_epochs,
+                    generator=generator(seed, "mi-paper", tier))
+            out["mi_paper_nats"] = paper.value_nats
+        return out
+
+
+def run_adversary(ws: Workspace, edge_states: dict[str, dict[str, torch.Tensor]],
+                  cloud_state: dict[str, torch.Tensor],
+                  observations: dict[str, TierObservations]) -> list[TierLeakage]:
+    """All tiers in this process (the Flower seam runs the same in Ray actors)."""
+    adversary = Adversary(ws, edge_states, cloud_state, train_evaluator(ws))
+    return [adversary.attack_tier(t, o) for t, o in sorted(observations.items())]
+
+
+def _select(obs: TierObservations, phases: tuple[str, ...], per_device: int) -> np.ndarray:
+    """Rows of the wanted phases, at most ``per_device`` per (device, phase)."""
+    codes = {"training": 0, "inference": 1}
+    keep, seen = [], {}
+    for i, (ph, dev) in enumerate(zip(obs.phase.tolist(), obs.device_id.tolist())):
+        if ph in {codes[p] for p in phases} and seen.get((dev, ph), 0) < per_device:
+            seen[(dev, ph)] = seen.get((dev, ph), 0) + 1
+            keep.append(i)
+    return np.asarray(keep, dtype=np.int64)
+
+
+def _gallery(samples: np.ndarray, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distinct victim images of the tier, and each row's index among them."""
+    uniq, first, inverse = np.unique(samples, return_index=True, return_inverse=True)
+    return x[torch.from_numpy(first)], torch.from_numpy(inverse.reshape(-1))
+
+
+@torch.no_grad()
+def _accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    pred = torch.cat([model(c).argmax(1) for c in x.split(_CHUNK)])
+    return float((pred == y).float().mean())
