@@ -294,3 +294,24 @@ def test_cloud_errors_name_the_problem() -> None:
         CloudModel(bb, {"a": ((12, 8, 8), "cubic")})
     with pytest.raises(ValueError, match="tiers"):
         CloudModel(bb, {})
+
+
+def test_trunk_keeps_batchnorm_statistics_per_tier():
+    """Tiers with differently scaled features must not share eval-mode statistics."""
+    from strategies.models.cloud import TierBatchNorm
+    backbone = BACKBONES.create("siftfunnel_cnn", {}, image_shape=(1, 16, 16), num_classes=3)
+    cloud = build_cloud(backbone, {"a": ((128, 4, 4), "auto"), "b": ((128, 4, 4), "auto")})
+    norms = [m for m in cloud.trunk.modules() if isinstance(m, TierBatchNorm)]
+    assert norms and not any(isinstance(m, torch.nn.BatchNorm2d) and m.affine
+                             for m in cloud.trunk.modules())
+    cloud.train()
+    with torch.no_grad():
+        for _ in range(20):
+            cloud(torch.randn(16, 128, 4, 4) * 10.0, "a")
+            cloud(torch.randn(16, 128, 4, 4) * 0.1, "b")
+    first = norms[0].tier_stats
+    assert first["a"].running_var.mean() > 10 * first["b"].running_var.mean()
+    # the view of a tier uses that tier's statistics
+    cloud.eval()
+    z = torch.randn(4, 128, 4, 4)
+    assert torch.allclose(cloud.tier_view("b")(z), cloud(z, "b"))

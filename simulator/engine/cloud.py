@@ -23,6 +23,15 @@ from strategies.federation import weighted_average
 __all__ = ["Cloud"]
 
 
+def _group(key: str) -> str | None:
+    """Which tier a cloud state entry belongs to (None: shared by all tiers)."""
+    if key.startswith("adapters."):
+        return key.split(".")[1]
+    if ".tier_stats." in key:
+        return key.split(".tier_stats.")[1].split(".")[0]
+    return None
+
+
 class Cloud:
     """Cloud model, per-node training copies and the observation log.
 
@@ -76,8 +85,9 @@ class Cloud:
     def aggregate(self, weights: dict[int, float]) -> None:
         """End of round: average the nodes' copies (sample-weighted, node order).
 
-        The shared trunk averages over every node; a tier's adapter only over the nodes
-        of that tier, so tiers that did not train leave it untouched.
+        The shared trunk averages over every node; a tier's adapter and its trunk
+        BatchNorm statistics only over the nodes of that tier, so tiers that did not
+        train leave them untouched.
         """
         nodes = sorted(n for n in weights if n in self._copies)
         if nodes:
@@ -87,13 +97,10 @@ class Cloud:
                 t: [n for n in nodes if self.ws.population.node_tier(n) == t]
                 for t in self.kit.tiers}
             for tier, members in groups.items():
-                if not members:
-                    continue
-                prefix = "trunk." if tier is None else f"adapters.{tier}."
-                avg = weighted_average([({k: v for k, v in states[n].items()
-                                          if k.startswith(prefix)}, weights[n])
-                                        for n in members])
-                merged.update(avg)
+                if members:
+                    keys = [k for k in merged if _group(k) == tier]
+                    merged.update(weighted_average([({k: states[n][k] for k in keys},
+                                                     weights[n]) for n in members]))
             self.model.load_state_dict(merged)
         self._copies.clear()
         self._steps.clear()

@@ -1,4 +1,10 @@
-"""The cloud model: per-tier channel adapters in front of one shared trunk."""
+"""The cloud model: per-tier channel adapters in front of one shared trunk.
+
+Tiers send differently distributed features into the same trunk, so one set of
+BatchNorm running statistics fits none of them at inference: the trunk's BatchNorm
+layers share their affine weights but keep running statistics per tier (as FedBN keeps
+them per client; Li et al. 2021, arXiv 2102.07623).
+"""
 
 from __future__ import annotations
 
@@ -7,13 +13,14 @@ from typing import get_args
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from strategies.defenses.base import AdapterKind
 from strategies.models._shapes import check_image_shape
 from strategies.models.backbone import Backbone
 from strategies.models.blocks import TripletAttention, Up
 
-__all__ = ["CloudModel", "TierView", "build_cloud"]
+__all__ = ["CloudModel", "TierBatchNorm", "TierView", "build_cloud"]
 
 TierSpec = tuple[Sequence[int], str]
 _KINDS: tuple[str, ...] = get_args(AdapterKind)
@@ -28,6 +35,46 @@ def _adapter(kind: str, c_in: int, c_out: int) -> nn.Module:
     return nn.Sequential(Up(c_in, c_out), TripletAttention())
 
 
+class TierBatchNorm(nn.Module):
+    """BatchNorm with shared affine weights and per-tier running statistics.
+
+    ``tier`` selects the statistics; :class:`CloudModel` and :class:`TierView` set it
+    before each forward pass.
+    """
+
+    def __init__(self, bn: _BatchNorm, tiers: Sequence[str]) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(bn.weight.detach().clone())
+        self.bias = nn.Parameter(bn.bias.detach().clone())
+        self.tier_stats = nn.ModuleDict({
+            t: type(bn)(bn.num_features, eps=bn.eps, momentum=bn.momentum, affine=False)
+            for t in tiers})
+        self.tier: str | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.tier is None:
+            raise RuntimeError("TierBatchNorm needs its tier set before forward")
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return self.tier_stats[self.tier](x) * self.weight.view(shape) + \
+            self.bias.view(shape)
+
+
+def _per_tier_batchnorm(module: nn.Module, tiers: Sequence[str]) -> nn.Module:
+    """Replace every affine BatchNorm below ``module`` by a :class:`TierBatchNorm`."""
+    for name, child in module.named_children():
+        if isinstance(child, _BatchNorm) and child.affine:
+            setattr(module, name, TierBatchNorm(child, tiers))
+        else:
+            _per_tier_batchnorm(child, tiers)
+    return module
+
+
+def _select_tier(trunk: nn.Module, tier: str) -> None:
+    for m in trunk.modules():
+        if isinstance(m, TierBatchNorm):
+            m.tier = tier
+
+
 class TierView(nn.Module):
     """One tier's path through the cloud: its adapter, then the shared trunk.
 
@@ -35,12 +82,14 @@ class TierView(nn.Module):
     view acts on the cloud model itself.
     """
 
-    def __init__(self, adapter: nn.Module, trunk: nn.Module) -> None:
+    def __init__(self, adapter: nn.Module, trunk: nn.Module, tier: str) -> None:
         super().__init__()
         self.adapter = adapter
         self.trunk = trunk
+        self.tier = tier
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        _select_tier(self.trunk, self.tier)
         return self.trunk(self.adapter(z))
 
 
@@ -69,7 +118,7 @@ class CloudModel(nn.Module):
         self.adapters = nn.ModuleDict()
         for tier, (shape, kind) in tiers.items():
             self._add_tier(tier, shape, kind)
-        self.trunk = backbone.trunk()
+        self.trunk = _per_tier_batchnorm(backbone.trunk(), list(tiers))
 
     def _add_tier(self, tier: str, shape: Sequence[int], kind: str) -> None:
         if not isinstance(tier, str) or not tier or "." in tier:
@@ -102,12 +151,13 @@ class CloudModel(nn.Module):
     def forward(self, z: torch.Tensor, tier: str) -> torch.Tensor:
         """Logits (N, K) for features ``z`` (N, c, H, W) sent by devices of ``tier``."""
         self._check_tier(tier)
+        _select_tier(self.trunk, tier)
         return self.trunk(self.adapters[tier](z))
 
     def tier_view(self, tier: str) -> TierView:
         """A module ``z -> logits`` for one tier, sharing this model's parameters."""
         self._check_tier(tier)
-        return TierView(self.adapters[tier], self.trunk)
+        return TierView(self.adapters[tier], self.trunk, tier)
 
 
 def build_cloud(backbone: Backbone, tiers: Mapping[str, TierSpec]) -> CloudModel:
