@@ -83,3 +83,23 @@ def test_flower_run_matches_local_and_writes_the_run_directory(smoke_raw, tmp_pa
     assert set(index["phase"]) == {"training", "inference"}
     inference = index[index["phase"] == "inference"]
     assert len(inference) == devices["n_test"].sum()
+
+
+def test_centralized_provider_training_deploys_to_every_tier(smoke_raw, tmp_path):
+    smoke_raw["splits"]["provider"] = 0.4
+    smoke_raw["training"].update(mode="centralized", epochs=6)
+    path = run_scenario(validate_scenario(smoke_raw), tmp_path / "c",
+                        transport_factory=run_locally)
+    devices = pd.read_parquet(path / "devices.parquet")
+    assert (devices["rounds_trained"] == 0).all()  # devices never trained
+    assert devices.groupby("tier")["accuracy"].mean().min() > 0.5  # chance 0.25
+    rounds = pd.read_parquet(path / "rounds.parquet")
+    assert len(rounds) == 6 and rounds["loss"].iloc[-1] < rounds["loss"].iloc[0]
+
+
+def test_centralized_without_provider_data_is_a_clear_error(smoke_raw, tmp_path):
+    smoke_raw["training"]["mode"] = "centralized"
+    with pytest.raises(ValueError, match="splits.provider"):
+        run_scenario(validate_scenario(smoke_raw), tmp_path / "c",
+                     transport_factory=run_locally)
+    assert '"status": "failed"' in (tmp_path / "c" / "manifest.json").read_text()
