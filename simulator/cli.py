@@ -28,6 +28,16 @@ class Progress:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from simulator.loading import load_scenario
     sc = load_scenario(args.file, args.set)
+    if sc.sweep is not None:
+        import yaml
+
+        from simulator.loading import apply_override
+        from simulator.sweep import expand_sweep
+        raw = yaml.safe_load(open(args.file).read())
+        for item in args.set:
+            apply_override(raw, item)
+        print(f"{args.file}: sweep of {len(expand_sweep(raw, args.file))} points, "
+              "each valid")
     counts = ", ".join(f"{k}: {v}" for k, v in sc.tier_counts().items())
     print(f"{args.file}: valid ({sc.num_devices} devices; {counts}; "
           f"training {sc.training.mode}, {sc.training.rounds} rounds)")
@@ -41,6 +51,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     path = run_scenario(sc, out=args.out, progress=Progress())
     print(f"run directory: {path}")
     _print_tiers(path)
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from simulator.sweep import run_sweep
+    folder = run_sweep(args.file, args.out, overrides=args.set, resume=not args.no_resume,
+                       parallel=args.parallel, progress=Progress())
+    print(f"sweep table: {folder / 'sweep.csv'}")
     return 0
 
 
@@ -74,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "run":
             p.add_argument("--out", default=None, help="run directory (default "
                            "<output_dir>/<name>, never overwriting an earlier run)")
+    p = sub.add_parser("sweep", help="run every point of a scenario's sweep section")
+    p.add_argument("file", help="scenario YAML file with a `sweep` section")
+    p.add_argument("--out", default=None, help="sweep folder (default "
+                   "<output_dir>/<name>-sweep); rerunning resumes it")
+    p.add_argument("--no-resume", action="store_true", help="refuse an existing folder")
+    p.add_argument("--parallel", type=int, default=None, help="points at once (Ray tasks)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p = sub.add_parser("attack", help="rerun the curious cloud on a finished run "
                        "directory (no retraining)")
     p.add_argument("run_dir", help="a directory written by `siftsim run`")
@@ -87,7 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from simulator.data import DatasetNotFoundError
     from simulator.loading import ScenarioError
-    handlers = {"run": _cmd_run, "validate": _cmd_validate, "attack": _cmd_attack}
+    handlers = {"run": _cmd_run, "validate": _cmd_validate, "attack": _cmd_attack,
+                "sweep": _cmd_sweep}
     try:
         return handlers[args.command](args)
     except (ScenarioError, DatasetNotFoundError, FileNotFoundError) as err:

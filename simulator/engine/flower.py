@@ -51,7 +51,10 @@ def init_ray(cfg: RayConfig) -> None:
                                                               analysis]},
                  log_to_driver=False)
     else:
-        ray.init(num_cpus=cfg.num_cpus or os.cpu_count(), include_dashboard=False,
+        # address="local": a fresh local instance, even if `ray start` left a cluster
+        # running on this machine (without it, ray.init would join that cluster).
+        ray.init(address="local", num_cpus=cfg.num_cpus or os.cpu_count(),
+                 include_dashboard=False,
                  log_to_driver=False,
                  runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
 
