@@ -62,6 +62,20 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from analysis import write_report
+    html, md = write_report(args.run_dir, args.out)
+    print(f"report: {html}\nsummary: {md}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from analysis import write_comparison
+    page = write_comparison(args.run_dirs, args.out)
+    print(f"comparison: {page}")
+    return 0
+
+
 def _cmd_attack(args: argparse.Namespace) -> int:
     from simulator.run import attack_run
     path = attack_run(args.run_dir, args.set, progress=Progress())
@@ -99,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-resume", action="store_true", help="refuse an existing folder")
     p.add_argument("--parallel", type=int, default=None, help="points at once (Ray tasks)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p = sub.add_parser("report", help="write a self-contained HTML report and a "
+                       "Markdown summary of a run directory")
+    p.add_argument("run_dir")
+    p.add_argument("--out", default=None, help="folder (default: the run directory)")
+    p = sub.add_parser("compare", help="put runs side by side (tables, frontier)")
+    p.add_argument("run_dirs", nargs="+")
+    p.add_argument("--out", default="comparison", help="folder for comparison.html")
     p = sub.add_parser("attack", help="rerun the curious cloud on a finished run "
                        "directory (no retraining)")
     p.add_argument("run_dir", help="a directory written by `siftsim run`")
@@ -110,13 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from analysis.rundir import RunDirectoryError
     from simulator.data import DatasetNotFoundError
     from simulator.loading import ScenarioError
     handlers = {"run": _cmd_run, "validate": _cmd_validate, "attack": _cmd_attack,
-                "sweep": _cmd_sweep}
+                "sweep": _cmd_sweep, "report": _cmd_report, "compare": _cmd_compare}
     try:
         return handlers[args.command](args)
-    except (ScenarioError, DatasetNotFoundError, FileNotFoundError) as err:
+    except (ScenarioError, DatasetNotFoundError, FileNotFoundError,
+            RunDirectoryError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,11 +1,18 @@
-"""Sweeps: a grid of scenario variants, validated up front, resumable, one tidy table.
+"""Sweeps: one scenario file, many variants (points), one results table.
 
-A scenario's ``sweep`` section names axes (dotted override paths) and their values.
-Every point is expanded and validated before anything runs; a failed point is recorded
-and the others go on; finished points are skipped when the sweep is run again. Points run
-as Ray tasks (``sweep.parallel``) with the in-process engine, which gives the same
-records as Flower + Ray (tests/test_engine.py), since a Flower simulation cannot nest
-inside a Ray task.
+A scenario's ``sweep`` section names axes ``{dotted.override.path: [values]}``; ``grid``
+runs their cartesian product, ``zip`` their element-wise pairs. Every point is built and
+validated before anything runs. A sweep directory holds::
+
+    sweep.json            the expanded points: axis values, resolved scenario of each
+    p000/, p001/, ...     one run directory per point (see :mod:`simulator.records`)
+    sweep.{parquet,csv}   one row per (point, tier): point, one column per axis, status,
+                          error, engine, run_dir, then the point's ``tiers`` table
+    history/<time>/p003   an earlier attempt of a point, moved aside before a rerun
+
+Points run with the in-process engine (:func:`simulator.engine.local.run_locally`, the
+same per-device records as Flower + Ray): a Flower simulation cannot be nested inside a
+Ray task, so with ``parallel > 1`` each point is one Ray task running the local engine.
 """
 
 from __future__ import annotations
@@ -13,6 +20,10 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import math
+import os
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,163 +31,389 @@ from typing import Any
 
 import pandas as pd
 import yaml
+from pydantic import ValidationError
 
 from simulator.loading import ScenarioError, apply_override, validate_scenario
-from simulator.scenario import Scenario
+from simulator.scenario import Scenario, Sweep
 
-__all__ = ["SweepPoint", "expand_sweep", "run_sweep"]
+__all__ = ["SweepPoint", "expand_sweep", "run_point", "run_sweep", "sweep_table"]
+
+Progress = Callable[[str, int, int, str], None]
+Runner = Callable[[Scenario, Path], Any]
+Done = Callable[["SweepPoint", str, "str | None"], None]
+ENGINE = "local"
 
 
 @dataclass(frozen=True)
 class SweepPoint:
+    """One variant of a swept scenario.
+
+    ``index`` is its position (grid: the first axis varies slowest), ``label`` its run
+    directory's name (``p003``), ``values`` axis path -> value, ``raw`` the raw mapping
+    with the overrides applied and ``sweep`` removed, ``scenario`` that validated, named
+    ``<name>-<label>``.
+    """
+
     index: int
+    label: str
     values: dict[str, Any]
+    raw: dict[str, Any]
     scenario: Scenario
 
-    @property
-    def name(self) -> str:
-        return f"p{self.index:03d}"
+    def describe(self) -> str:
+        """``path=value, ...`` as it would be written with ``--set``."""
+        return _describe(self.values)
 
 
 def expand_sweep(raw: dict[str, Any], source: str = "<scenario>") -> list[SweepPoint]:
-    """Every point of the sweep, each validated; all problems in one ScenarioError."""
-    sweep = raw.get("sweep") or {}
-    axes: dict[str, list[Any]] = dict(sweep.get("axes") or {})
-    if not axes:
-        raise ScenarioError(source, ["sweep.axes: give at least one axis to sweep"])
-    if sweep.get("mode", "grid") == "zip":
-        lengths = {k: len(v) for k, v in axes.items()}
-        if len(set(lengths.values())) > 1:
-            raise ScenarioError(source, [f"sweep.axes: mode 'zip' needs axes of one "
-                                         f"length, got {lengths}"])
-        combos = list(zip(*axes.values(), strict=True))
-    else:
-        combos = list(itertools.product(*axes.values()))
+    """Every point of ``raw``'s sweep, all validated.
+
+    Raises
+    ------
+    ScenarioError
+        The sweep section is missing or malformed, zip axes differ in length, or any
+        point is invalid; the problems of all points are listed together, each line
+        naming the point and its axis values.
+    """
+    sweep = _sweep_section(raw, source)
+    axes = {k: list(v) for k, v in sweep.axes.items()}
+    if sweep.mode == "zip" and len({len(v) for v in axes.values()}) > 1:
+        lengths = ", ".join(f"{k}: {len(v)}" for k, v in axes.items())
+        raise ScenarioError(source, ["sweep.axes: mode 'zip' needs all axes of one "
+                                     f"length; got {lengths} values"])
+    combine = itertools.product if sweep.mode == "grid" else zip
+    combos = [dict(zip(axes, c)) for c in combine(*axes.values())]
+    width = max(3, len(str(len(combos) - 1)))
     points, problems = [], []
-    for index, combo in enumerate(combos):
-        values = dict(zip(axes, combo, strict=True))
-        point = copy.deepcopy({k: v for k, v in raw.items() if k != "sweep"})
-        label = ", ".join(f"{k}={_short(v)}" for k, v in values.items())
+    for i, values in enumerate(combos):
+        label = f"p{i:0{width}d}"
+        point_raw, errors = _point_raw(raw, values, label)
         try:
-            for key, value in values.items():
-                apply_override(point, f"{key}={json.dumps(value)}")
-            point["name"] = f"{raw.get('name', 'sweep')}-p{index:03d}"
-            points.append(SweepPoint(index, values, validate_scenario(point, source)))
+            if errors:
+                raise ScenarioError(source, errors)
+            scenario = validate_scenario(point_raw, source)
         except ScenarioError as err:
-            problems += [f"point {index} ({label}): {p}" for p in err.problems]
-        except ValueError as err:
-            problems.append(f"point {index} ({label}): {err}")
+            problems += [f"point {i} ({_describe(values)}): {p}" for p in err.problems]
+            continue
+        points.append(SweepPoint(i, label, values, point_raw, scenario))
     if problems:
         raise ScenarioError(source, problems)
     return points
 
 
-def _short(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
-
-Runner = Callable[[Scenario, Path], Path]
-
-
-def _run_local(scenario: Scenario, out: Path) -> Path:
+def run_point(scenario: Scenario, run_dir: Path,
+              progress: Progress | None = None) -> Path:
+    """The default runner: one point in-process with the local engine."""
     from simulator.engine.local import run_locally
     from simulator.run import run_scenario
-    return run_scenario(scenario, out, transport_factory=run_locally)
+    return run_scenario(scenario, run_dir, progress, transport_factory=run_locally)
 
 
-def run_sweep(path: str | Path, out: str | Path | None = None, *,
-              overrides: list[str] | None = None, resume: bool = True,
-              parallel: int | None = None, runner: Runner | None = None,
-              progress: Callable[..., None] | None = None) -> Path:
-    """Run every unfinished point of a sweep file; returns the sweep directory."""
-    path = Path(path)
-    raw = yaml.safe_load(path.read_text())
-    for item in overrides or []:
-        apply_override(raw, item)
-    points = expand_sweep(raw, str(path))
-    folder = Path(out) if out else Path(raw.get("output_dir", "runs")) / f"{raw['name']}-sweep"
-    _claim(folder, points, resume)
-    todo = [p for p in points if not _complete(folder / p.name)]
-    runner = runner or _run_local
-    workers = parallel or (raw.get("sweep") or {}).get("parallel", 1)
-    rows = {p.index: _status(folder, p) for p in points}
-    if workers > 1 and runner is _run_local and len(todo) > 1:
-        results = _run_ray(todo, folder, workers)
+def run_sweep(path_or_raw: str | Path | dict[str, Any],
+              out_dir: str | Path | None = None, *, resume: bool = True,
+              parallel: int | None = None, progress: Progress | None = None,
+              runner: Runner | None = None, overrides: list[str] | None = None) -> Path:
+    """Run every point of a sweep that is not complete yet; return the sweep directory.
+
+    Parameters
+    ----------
+    path_or_raw
+        A scenario YAML file or a raw mapping, with a ``sweep`` section.
+    out_dir
+        The sweep directory; default ``<output_dir>/<name>-sweep``. A directory holding
+        a different sweep (or anything but a sweep) is refused, never overwritten.
+    resume
+        Continue an existing sweep directory: points whose manifest says ``complete``
+        are skipped, others rerun (an earlier attempt moves to ``history/``). With
+        ``False`` an existing sweep directory is refused.
+    parallel
+        Points run at once, as Ray tasks; default the scenario's ``sweep.parallel``.
+    runner
+        ``runner(scenario, run_dir)`` runs one point; default :func:`run_point`. An
+        exception marks the point failed and the others still run. With Ray it runs
+        inside a task, so it must pickle (a module-level function).
+    overrides
+        ``"dotted.path=value"`` items (``--set``) applied before expansion.
+    """
+    raw, source = _read_raw(path_or_raw, overrides)
+    points = expand_sweep(raw, source)
+    workers = _sweep_section(raw, source).parallel if parallel is None else parallel
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"parallel must be an integer >= 1, got {parallel!r}")
+    folder = Path(out_dir) if out_dir else \
+        Path(points[0].scenario.output_dir) / f"{raw.get('name', 'sweep')}-sweep"
+    _claim(folder, raw, points, source, resume)
+    todo = [p for p in points if _status(folder / p.label) != "complete"]
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for p in todo:
+        _archive(folder, p.label, stamp)
+    _write_table(folder)
+    say = progress or (lambda *a: None)
+    say("sweep", len(points) - len(todo), len(points), f"{len(todo)} points to run")
+    finished = len(points) - len(todo)
+
+    def done(point: SweepPoint, status: str, error: str | None) -> None:
+        nonlocal finished
+        finished += 1
+        _annotate(folder / point.label, point, status, error)
+        _write_table(folder)  # after every point: an interruption keeps what finished
+        note = f"{point.label} {status} ({point.describe()})"
+        say("sweep", finished, len(points), note + (f": {error}" if error else ""))
+
+    if workers > 1 and len(todo) > 1:
+        _run_on_ray(todo, folder, workers, runner or run_point, done)
     else:
-        results = ((p, _guarded(runner, p, folder / p.name)) for p in todo)
-    for done, (point, error) in enumerate(results, 1):
-        rows[point.index] = _status(folder, point, error)
-        _write_table(folder, points, rows)
-        if progress:
-            progress("sweep", done, len(todo), f"{point.name} {error or 'complete'}")
-    _write_table(folder, points, rows)
+        run = runner or (lambda sc, out: run_point(sc, out, progress))
+        for p in todo:
+            done(p, *_attempt(run, p.scenario, folder / p.label))
     return folder
 
 
-def _guarded(runner: Runner, point: SweepPoint, out: Path) -> str | None:
+def sweep_table(folder: str | Path) -> pd.DataFrame:
+    """One row per (point, tier) of a sweep directory, read from disk.
+
+    Points that are not complete keep their axis values, status and error, with NaN
+    metrics. A ``tiers`` column that clashes with an axis path is prefixed ``tier_``.
+    """
+    folder = Path(folder)
+    record = json.loads((folder / "sweep.json").read_text())
+    axes = list(record["axes"])
+    points = record["points"]
+    encoded = {a: _axis_column([p["values"][a] for p in points]) for a in axes}
+    frames = []
+    for k, p in enumerate(points):
+        run_dir = folder / p["label"]
+        manifest = _manifest(run_dir)
+        status = manifest.get("status", "pending")
+        if status == "complete" and (run_dir / "tiers.parquet").is_file():
+            tiers = pd.read_parquet(run_dir / "tiers.parquet")
+        else:
+            tiers = pd.DataFrame({"tier": [t["name"] for t in p["scenario"]["tiers"]]})
+        tiers = tiers.rename(columns={c: f"tier_{c}" for c in tiers if c in axes})
+        head = {"point": p["index"], **{a: encoded[a][k] for a in axes},
+                "status": status, "error": manifest.get("error"),
+                "engine": manifest.get("engine"), "run_dir": str(run_dir)}
+        frames.append(pd.concat([pd.DataFrame([head] * len(tiers)), tiers], axis=1))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _sweep_section(raw: dict[str, Any], source: str) -> Sweep:
+    if raw.get("sweep") is None:
+        raise ScenarioError(source, ["sweep: no `sweep` section (add sweep.axes, or "
+                                     "run a single scenario with `siftsim run`)"])
     try:
-        runner(point.scenario, out)
+        sweep = Sweep.model_validate(raw["sweep"])
+    except ValidationError as err:
+        try:  # the full validator words the problems with their YAML paths
+            validate_scenario(raw, source)
+            problems = []
+        except ScenarioError as full:
+            problems = [p for p in full.problems if p.startswith("sweep")]
+        raise ScenarioError(source, problems or [f"sweep: {err}"]) from None
+    if not sweep.axes:
+        raise ScenarioError(source, ["sweep.axes: give at least one axis, e.g. "
+                                     "{training.rounds: [5, 10]}"])
+    return sweep
+
+
+def _point_raw(raw: dict[str, Any], values: dict[str, Any],
+               label: str) -> tuple[dict[str, Any], list[str]]:
+    point = copy.deepcopy(raw)
+    point.pop("sweep", None)
+    problems = []
+    for path, value in values.items():
+        try:
+            apply_override(point, f"{path}={_yaml_text(value)}")
+        except ValueError as err:
+            problems.append(str(err))
+    if isinstance(point.get("name"), str):
+        point["name"] = f"{point['name']}-{label}"
+    return point, problems
+
+
+def _yaml_text(value: Any) -> str:
+    """``value`` as one line of YAML that parses back to the same value."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=sys.maxsize,
+                          sort_keys=False)
+    return text.strip().removesuffix("...").strip()
+
+
+def _describe(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={_yaml_text(v)}" for k, v in values.items())
+
+
+def _read_raw(path_or_raw: str | Path | dict[str, Any],
+              overrides: list[str] | None) -> tuple[dict[str, Any], str]:
+    """The raw mapping with overrides applied (checks as in ``load_scenario``)."""
+    source = "<scenario>" if isinstance(path_or_raw, dict) else str(path_or_raw)
+    if isinstance(path_or_raw, dict):
+        raw: Any = copy.deepcopy(path_or_raw)
+    elif not Path(path_or_raw).is_file():
+        raise ScenarioError(source, ["file not found (give the path of a scenario YAML "
+                                     "file with a `sweep` section)"])
+    else:
+        try:
+            raw = yaml.safe_load(Path(path_or_raw).read_text())
+        except yaml.YAMLError as err:
+            raise ScenarioError(source, [f"not valid YAML: {err}"]) from None
+    if not isinstance(raw, dict):
+        raise ScenarioError(source, ["the file must hold a mapping of sections, got "
+                                     f"{type(raw).__name__}"])
+    problems = []
+    for item in overrides or []:
+        try:
+            apply_override(raw, item)
+        except ValueError as err:
+            problems.append(str(err))
+    if problems:
+        raise ScenarioError(source, problems)
+    return raw, source
+
+
+def _claim(folder: Path, raw: dict[str, Any], points: list[SweepPoint], source: str,
+           resume: bool) -> None:
+    """Write ``sweep.json``, or check that the one there describes the same points."""
+    record = json.loads(json.dumps({
+        "name": raw.get("name"), "source": source,
+        "mode": raw["sweep"].get("mode", "grid"), "axes": raw["sweep"]["axes"],
+        "points": [{"index": p.index, "label": p.label, "values": p.values,
+                    "scenario": p.scenario.model_dump(mode="json")} for p in points]},
+        default=str))
+    path, where = folder / "sweep.json", str(folder)
+    if path.is_file() and not resume:
+        raise ScenarioError(where, ["already holds a sweep; rerun without --no-resume "
+                                    "to continue it, or give a new --out directory"])
+    if path.is_file():
+        diff = _difference(json.loads(path.read_text()).get("points"), record["points"])
+        if diff:
+            raise ScenarioError(where, [f"holds a different sweep ({diff}); give a new "
+                                        "--out directory, or delete this one to start "
+                                        "over"])
+        return
+    if folder.exists() and any(folder.iterdir()):
+        raise ScenarioError(where, ["not empty and holds no sweep.json, so it is not a "
+                                    "sweep directory; give a new --out directory"])
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_json(path, record)
+
+
+def _difference(old: Any, new: Any, where: str = "points") -> str | None:
+    """The first place where two JSON values differ, in words; None when equal."""
+    if isinstance(old, dict) and isinstance(new, dict) and old.keys() == new.keys():
+        pairs = [(f"{where}.{k}", old[k], new[k]) for k in old]
+    elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        pairs = [(f"{where}[{i}]", a, b) for i, (a, b) in enumerate(zip(old, new))]
+    elif old == new:
         return None
-    except Exception as err:  # a failed point is recorded; the others go on
-        return f"{type(err).__name__}: {err}"
+    elif isinstance(old, list) and isinstance(new, list):
+        return f"{where}: {len(old)} before, {len(new)} now"
+    else:
+        short = [t if len(t) <= 60 else t[:57] + "..."
+                 for t in (json.dumps(old, default=str), json.dumps(new, default=str))]
+        return f"{where}: {short[0]} before, {short[1]} now"
+    return next((d for d in (_difference(a, b, w) for w, a, b in pairs) if d), None)
 
 
-def _run_ray(todo: list[SweepPoint], folder: Path, workers: int):
+def _attempt(runner: Runner, scenario: Scenario,
+             run_dir: Path) -> tuple[str, str | None]:
+    # Exception only: an interrupt stops the sweep (finished points are on disk).
+    try:
+        runner(scenario, run_dir)
+    except Exception as err:  # noqa: BLE001  (any failure of one point is recorded)
+        return "failed", f"{type(err).__name__}: {err}"
+    return "complete", None
+
+
+def _ray_attempt(runner: Runner, raw: dict[str, Any],
+                 run_dir: str) -> tuple[str, str | None]:
+    """One point inside a Ray task: plain data travels, the scenario is rebuilt here."""
+    try:
+        scenario = validate_scenario(raw)
+    except ScenarioError as err:
+        return "failed", f"ScenarioError: {err}"
+    return _attempt(runner, scenario, Path(run_dir))
+
+
+def _run_on_ray(todo: list[SweepPoint], folder: Path, workers: int, runner: Runner,
+                done: Done) -> None:
     import ray
     started = not ray.is_initialized()
-    if started:
+    if started:  # a fresh local instance, as in simulator.engine.flower.init_ray
+        path = os.pathsep.join(p for p in sys.path if p)
         ray.init(address="local", num_cpus=workers, include_dashboard=False,
-                 log_to_driver=False)
-    task = ray.remote(num_cpus=1)(_guarded)
+                 log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
     try:
-        refs = {task.remote(_run_local, p, folder / p.name): p for p in todo}
-        while refs:
-            ready, _ = ray.wait(list(refs), num_returns=1)
-            yield refs.pop(ready[0]), ray.get(ready[0])
+        task = ray.remote(num_cpus=1)(_ray_attempt)
+        queue, pending = list(todo), {}
+        while queue or pending:
+            while queue and len(pending) < workers:  # a running Ray may have more CPUs
+                p = queue.pop(0)
+                pending[task.remote(runner, p.raw, str(folder / p.label))] = p
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                try:
+                    status, error = ray.get(ref)
+                except Exception as err:  # noqa: BLE001  (a crashed worker: one point)
+                    status, error = "failed", f"{type(err).__name__}: {err}"
+                done(pending.pop(ref), status, error)
     finally:
         if started:
             ray.shutdown()
 
 
-def _claim(folder: Path, points: list[SweepPoint], resume: bool) -> None:
-    """Own ``folder`` for these points; refuse to mix two different sweeps."""
-    folder.mkdir(parents=True, exist_ok=True)
-    spec = folder / "sweep.json"
-    mine = [{"point": p.name, "values": p.values} for p in points]
-    if spec.exists():
-        theirs = json.loads(spec.read_text())
-        if theirs != json.loads(json.dumps(mine)):
-            raise ScenarioError(str(folder), ["this folder holds a different sweep "
-                                              "(other axes or values): pass a new --out"])
-        if not resume:
-            raise ScenarioError(str(folder), ["the sweep folder exists; resume it "
-                                              "(the default) or pass a new --out"])
-    spec.write_text(json.dumps(mine, indent=2))
+def _manifest(run_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((run_dir / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return {}
 
 
-def _complete(run_dir: Path) -> bool:
-    manifest = run_dir / "manifest.json"
-    return manifest.is_file() and json.loads(manifest.read_text()).get("status") == "complete"
+def _status(run_dir: Path) -> str:
+    return _manifest(run_dir).get("status", "pending")
 
 
-def _status(folder: Path, point: SweepPoint, error: str | None = None) -> dict[str, Any]:
-    run_dir = folder / point.name
-    done = _complete(run_dir)
-    return {"point": point.index, "run_dir": str(run_dir),
-            "status": "complete" if done else ("failed" if error else "pending"),
-            "error": error or ""}
+def _archive(folder: Path, label: str, stamp: str) -> None:
+    """Move an earlier attempt aside so a rerun never mixes with (or loses) it."""
+    src = folder / label
+    if src.is_dir() and any(src.iterdir()):
+        dest = folder / "history" / stamp / label
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        src.rename(dest)
 
 
-def _write_table(folder: Path, points: list[SweepPoint], rows: dict[int, dict]) -> None:
-    frames = []
-    for p in points:
-        row = rows[p.index]
-        axes = {k: v if isinstance(v, int | float | str | bool) else _short(v)
-                for k, v in p.values.items()}
-        tiers_file = Path(row["run_dir"]) / "tiers.parquet"
-        tiers = pd.read_parquet(tiers_file) if row["status"] == "complete" \
-            else pd.DataFrame([{}])
-        frames.append(tiers.assign(**row, **axes))
-    table = pd.concat(frames, ignore_index=True)
-    table.to_parquet(folder / "sweep.parquet", index=False)
-    table.to_csv(folder / "sweep.csv", index=False)
+def _annotate(run_dir: Path, point: SweepPoint, status: str, error: str | None) -> None:
+    """Mark the point's manifest with the engine and sweep point (and a failure)."""
+    manifest = _manifest(run_dir) or {"name": point.scenario.name, "status": status}
+    manifest.update(engine=ENGINE, sweep_point={"index": point.index,
+                                                "label": point.label,
+                                                "axes": point.values})
+    if status == "failed":
+        manifest.update(status="failed", error=error)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(run_dir / "manifest.json", manifest)
+
+
+def _axis_column(values: list[Any]) -> list[Any]:
+    """Values as they are when they share one scalar kind, else JSON strings."""
+    kinds = {float if isinstance(v, int | float) and not isinstance(v, bool)
+             else type(v) for v in values if v is not None}
+    if len(kinds) == 1 and kinds <= {bool, float, str}:
+        return [math.nan if v is None and kinds == {float} else v for v in values]
+    return [json.dumps(v, default=str) for v in values]
+
+
+def _write_table(folder: Path) -> None:
+    table = sweep_table(folder)
+    for suffix in ("parquet", "csv"):
+        tmp = folder / f"sweep.{suffix}.tmp"
+        if suffix == "parquet":
+            table.to_parquet(tmp, index=False)
+        else:
+            table.to_csv(tmp, index=False)
+        tmp.replace(folder / f"sweep.{suffix}")
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    tmp.replace(path)

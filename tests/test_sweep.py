@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
 from conftest import SMOKE
 from simulator.loading import ScenarioError
-from simulator.sweep import expand_sweep, run_sweep
+from simulator.sweep import SweepPoint, expand_sweep, run_point, run_sweep, sweep_table
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -19,8 +21,9 @@ REPO = Path(__file__).resolve().parents[1]
 def _tiny(**sweep) -> dict:
     raw = copy.deepcopy(SMOKE)
     raw["dataset"].update(num_samples=300, num_classes=3)
-    raw["tiers"] = [{"name": "a", "count": 2}, {"name": "b", "count": 2,
-                                                 "encoder": {"name": "funnel", "width": 8}}]
+    raw["tiers"] = [{"name": "a", "count": 2},
+                    {"name": "b", "count": 2,
+                     "encoder": {"name": "funnel", "width": 8}}]
     raw["training"].update(rounds=1, local_steps=1, batch_size=8)
     raw["sweep"] = sweep
     return raw
@@ -32,36 +35,119 @@ def _write(tmp_path: Path, raw: dict) -> Path:
     return path
 
 
-def test_grid_and_zip_expansion():
-    grid = expand_sweep(_tiny(axes={"training.rounds": [1, 2],
-                                    "tiers.0.defense": [{"name": "none"},
-                                                        {"name": "dropout", "rate": 0.5}]}))
-    assert len(grid) == 4
-    assert grid[3].scenario.training.rounds == 2
+class FakeRunner:
+    """Writes a tiers table whose accuracy encodes the point; counts its calls."""
+
+    def __init__(self, fail_seed: int | None = None, interrupt_at: int | None = None):
+        self.calls: list[str] = []
+        self.fail_seed, self.interrupt_at = fail_seed, interrupt_at
+
+    def __call__(self, scenario, out: Path) -> None:
+        self.calls.append(scenario.name)
+        if len(self.calls) == self.interrupt_at:
+            raise KeyboardInterrupt
+        if scenario.seed == self.fail_seed:
+            raise RuntimeError("boom")
+        out.mkdir(parents=True, exist_ok=True)
+        acc = scenario.training.rounds / 10 + scenario.seed / 100
+        pd.DataFrame({"tier": [t.name for t in scenario.tiers],
+                      "accuracy_mean": [acc] * len(scenario.tiers)}).to_parquet(
+            out / "tiers.parquet")
+
+
+def test_grid_expansion_order_values_and_names():
+    raw = _tiny(axes={"training.rounds": [1, 2],
+                      "tiers.0.defense": [{"name": "none"},
+                                          {"name": "dropout", "rate": 0.5}],
+                      "training.optimizer.lr": [1e-4]})
+    before = copy.deepcopy(raw)
+    grid = expand_sweep(raw)
+    assert raw == before  # the caller's mapping is untouched
+    assert [p.index for p in grid] == [0, 1, 2, 3]
+    assert [(p.scenario.training.rounds, p.scenario.tiers[0].defense.name)
+            for p in grid] == [(1, "none"), (1, "dropout"), (2, "none"), (2, "dropout")]
+    assert grid[3].values == {"training.rounds": 2,
+                              "tiers.0.defense": {"name": "dropout", "rate": 0.5},
+                              "training.optimizer.lr": 1e-4}
     assert grid[3].scenario.tiers[0].defense.rate == pytest.approx(0.5)
-    assert len({p.scenario.name for p in grid}) == 4 and grid[0].scenario.sweep is None
-    zipped = expand_sweep(_tiny(mode="zip", axes={"training.rounds": [1, 2],
-                                                  "seed": [5, 6]}))
-    assert [(p.scenario.training.rounds, p.scenario.seed) for p in zipped] == [(1, 5), (2, 6)]
+    assert all(p.scenario.training.optimizer.lr == 1e-4 for p in grid)  # exact
+    assert [p.label for p in grid] == ["p000", "p001", "p002", "p003"]
+    assert [p.scenario.name for p in grid] == [f"smoke-p00{i}" for i in range(4)]
+    assert all("sweep" not in p.raw and p.scenario.sweep is None for p in grid)
+    assert grid[1].describe() == ("training.rounds=1, tiers.0.defense={name: dropout, "
+                                  "rate: 0.5}, training.optimizer.lr=0.0001")
 
 
-def test_every_bad_point_is_reported_before_anything_runs():
-    with pytest.raises(ScenarioError) as info:
-        expand_sweep(_tiny(axes={"tiers.0.defense": [{"name": "gaussian_noise", "sigma": -1},
-                                                     {"name": "none"},
-                                                     {"name": "nothing"}]}))
-    problems = info.value.problems
-    assert len(problems) == 2
-    assert problems[0].startswith("point 0 (tiers.0.defense=") and "sigma" in problems[0]
-    assert problems[1].startswith("point 2 ")
+def test_zip_expansion_pairs_values():
+    zipped = expand_sweep(_tiny(mode="zip", axes={"training.rounds": [1, 2, 3],
+                                                  "seed": [5, 6, 7]}))
+    assert [(p.scenario.training.rounds, p.scenario.seed) for p in zipped] == \
+        [(1, 5), (2, 6), (3, 7)]
 
 
 def test_zip_needs_equal_lengths():
-    with pytest.raises(ScenarioError, match="one length"):
+    with pytest.raises(ScenarioError, match="one length") as info:
         expand_sweep(_tiny(mode="zip", axes={"seed": [1, 2], "training.rounds": [1]}))
+    (problem,) = info.value.problems
+    assert "seed: 2" in problem and "training.rounds: 1" in problem
 
 
-def test_failures_are_recorded_and_resume_skips_finished_points(tmp_path):
+def test_every_bad_point_is_reported_before_anything_runs(tmp_path):
+    raw = _tiny(axes={"tiers.0.defense": [{"name": "gaussian_noise", "sigma": -1},
+                                          {"name": "none"}, {"name": "nothing"}]})
+    runner = FakeRunner()
+    with pytest.raises(ScenarioError) as info:
+        run_sweep(raw, tmp_path / "out", runner=runner)
+    problems = info.value.problems
+    assert len(problems) == 2
+    assert problems[0].startswith("point 0 (tiers.0.defense={name: gaussian_noise, "
+                                  "sigma: -1}): tiers[0].defense.sigma:")
+    assert problems[1].startswith("point 2 (tiers.0.defense={name: nothing}): "
+                                  "tiers[0].defense")
+    assert runner.calls == [] and not (tmp_path / "out").exists()
+    with pytest.raises(ScenarioError,
+                       match=r"point 0 \(tiers.5.count=1\): .*not an index"):
+        expand_sweep(_tiny(axes={"tiers.5.count": [1]}))
+
+
+@pytest.mark.parametrize("sweep, message", [
+    (None, "no `sweep` section"),
+    ({"axes": {}}, "at least one axis"),
+    ({"axes": {"seed": [1]}, "mode": "product"}, "sweep.mode"),
+])
+def test_malformed_sweep_sections_are_named(sweep, message):
+    with pytest.raises(ScenarioError, match=message):
+        expand_sweep(_tiny(**sweep) if sweep else {**_tiny(), "sweep": None})
+
+
+def test_sweep_table_has_one_row_per_point_and_tier_with_axis_columns(tmp_path):
+    raw = _tiny(axes={"training.rounds": [1, 2],
+                      "tiers.0.defense": [{"name": "none"},
+                                          {"name": "dropout", "rate": 0.5}]})
+    raw["output_dir"] = str(tmp_path / "runs")
+    folder = run_sweep(raw, runner=FakeRunner())  # default folder
+    assert folder == tmp_path / "runs" / "smoke-sweep"
+    table = pd.read_parquet(folder / "sweep.parquet")
+    assert list(table.columns[:8]) == ["point", "training.rounds", "tiers.0.defense",
+                                       "status", "error", "engine", "run_dir", "tier"]
+    assert len(table) == 8 and set(table["status"]) == {"complete"}
+    assert set(table["engine"]) == {"local"}
+    assert table["point"].tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert table["training.rounds"].tolist() == [1, 1, 1, 1, 2, 2, 2, 2]
+    dropout = json.loads(table["tiers.0.defense"].iloc[2])
+    assert dropout == {"name": "dropout", "rate": 0.5}
+    assert table["accuracy_mean"].iloc[-1] == pytest.approx(0.2 + 0.03)
+    assert pd.read_csv(folder / "sweep.csv").shape == table.shape
+    manifest = json.loads((folder / "p003" / "manifest.json").read_text())
+    assert manifest["engine"] == "local" and manifest["status"] == "complete"
+    assert manifest["sweep_point"]["axes"]["training.rounds"] == 2
+    points = json.loads((folder / "sweep.json").read_text())["points"]
+    assert points[3]["scenario"]["training"]["rounds"] == 2
+    pd.testing.assert_frame_equal(sweep_table(folder), table)
+
+
+def test_failures_are_recorded_and_resume_reruns_only_unfinished_points(tmp_path):
+    """Two real points with the local engine; the middle one fails."""
     path = _write(tmp_path, _tiny(axes={"seed": [1, 2, 3]}))
     calls = []
 
@@ -69,39 +155,81 @@ def test_failures_are_recorded_and_resume_skips_finished_points(tmp_path):
         calls.append(scenario.seed)
         if scenario.seed == 2:
             raise RuntimeError("boom")
-        from simulator.engine.local import run_locally
-        from simulator.run import run_scenario
-        return run_scenario(scenario, out, transport_factory=run_locally)
+        return run_point(scenario, out)
 
     folder = run_sweep(path, tmp_path / "out", runner=runner)
     table = pd.read_parquet(folder / "sweep.parquet")
     status = table.groupby("point")["status"].first().to_dict()
     assert status == {0: "complete", 1: "failed", 2: "complete"}
-    assert "boom" in table[table["point"] == 1]["error"].iloc[0]
-    assert set(table[table["status"] == "complete"]["tier"]) == {"a", "b"}
-    assert "seed" in table and "accuracy_mean" in table
+    failed = table[table["point"] == 1]
+    assert failed["error"].iloc[0] == "RuntimeError: boom"
+    assert failed["accuracy_mean"].isna().all() and set(failed["tier"]) == {"a", "b"}
+    assert table[table["status"] == "complete"]["accuracy_mean"].notna().all()
+    assert table["seed"].tolist() == [1, 1, 2, 2, 3, 3]
+    manifest = json.loads((folder / "p001" / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and "boom" in manifest["error"]
 
     run_sweep(path, tmp_path / "out", runner=runner)  # resume: only the failed point
     assert calls == [1, 2, 3, 2]
+    (old,) = (folder / "history").glob("*/p001")  # the earlier attempt is kept
+    assert json.loads((old / "manifest.json").read_text())["status"] == "failed"
 
 
-def test_a_different_sweep_in_the_same_folder_is_refused(tmp_path):
-    run_sweep(_write(tmp_path, _tiny(axes={"seed": [1]})), tmp_path / "out",
-              runner=lambda sc, out: None)
-    with pytest.raises(ScenarioError, match="different sweep"):
-        run_sweep(_write(tmp_path, _tiny(axes={"seed": [9]})), tmp_path / "out",
-                  runner=lambda sc, out: None)
+def test_an_interruption_keeps_the_finished_points(tmp_path):
+    runner = FakeRunner(interrupt_at=3)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(_tiny(axes={"seed": [1, 2, 3, 4]}), tmp_path / "out", runner=runner)
+    table = pd.read_parquet(tmp_path / "out" / "sweep.parquet")
+    assert table.groupby("point")["status"].first().tolist() == \
+        ["complete", "complete", "pending", "pending"]
+    resumed = FakeRunner()
+    run_sweep(_tiny(axes={"seed": [1, 2, 3, 4]}), tmp_path / "out", runner=resumed)
+    assert resumed.calls == ["smoke-p002", "smoke-p003"]
+
+
+def test_an_existing_folder_is_never_overwritten(tmp_path):
+    out = tmp_path / "out"
+    run_sweep(_tiny(axes={"seed": [1, 2]}), out, runner=FakeRunner())
+    changed = (r"different sweep \(points\[1\]\.values\.seed: 2 before, 9 now\)"
+               r".*new --out")
+    with pytest.raises(ScenarioError, match=changed):
+        run_sweep(_tiny(axes={"seed": [1, 9]}), out, runner=FakeRunner())
+    with pytest.raises(ScenarioError, match="different sweep.*2 before, 3 now"):
+        run_sweep(_tiny(axes={"seed": [1, 2, 3]}), out, runner=FakeRunner())
+    with pytest.raises(ScenarioError, match="--no-resume"):
+        run_sweep(_tiny(axes={"seed": [1, 2]}), out, resume=False, runner=FakeRunner())
+    with pytest.raises(ScenarioError, match="not a sweep directory"):
+        run_sweep(_tiny(axes={"seed": [1]}), out / "p000", runner=FakeRunner())
+
+
+def test_overrides_apply_before_expansion(tmp_path):
+    path = _write(tmp_path, _tiny(axes={"seed": [1]}))
+    runner = FakeRunner()
+    folder = run_sweep(path, tmp_path / "out", runner=runner,
+                       overrides=["training.rounds=3", "sweep.axes={seed: [4, 5]}"])
+    table = pd.read_parquet(folder / "sweep.parquet")
+    assert table["seed"].unique().tolist() == [4, 5]
+    assert table["accuracy_mean"].iloc[0] == pytest.approx(0.3 + 0.04)
+    with pytest.raises(ValueError, match="parallel"):
+        run_sweep(path, tmp_path / "other", parallel=0, runner=runner)
 
 
 @pytest.mark.slow
-def test_points_run_as_ray_tasks(tmp_path):
-    folder = run_sweep(_write(tmp_path, _tiny(axes={"seed": [1, 2]}, parallel=2)),
-                       tmp_path / "out")
+def test_points_run_as_ray_tasks_with_the_same_records(tmp_path):
+    raw = _tiny(axes={"seed": [1, 2]}, parallel=2)
+    folder = run_sweep(_write(tmp_path, raw), tmp_path / "ray")
     table = pd.read_parquet(folder / "sweep.parquet")
     assert set(table["status"]) == {"complete"} and set(table["seed"]) == {1, 2}
+    sequential = run_sweep(raw, tmp_path / "seq", parallel=1)
+    other = pd.read_parquet(sequential / "sweep.parquet")
+    metrics = ["tier", "accuracy_mean", "accuracy_pooled", "macs"]
+    pd.testing.assert_frame_equal(table[metrics], other[metrics])
+    assert np.isfinite(table["accuracy_mean"]).all()
 
 
 @pytest.mark.parametrize("name", ["defenses_mnist.yaml", "siftfunnel_ablation.yaml"])
 def test_shipped_sweeps_expand(name):
     raw = yaml.safe_load((REPO / "scenarios" / name).read_text())
-    assert len(expand_sweep(raw, name)) >= 9
+    points = expand_sweep(raw, name)
+    assert len(points) >= 9 and all(isinstance(p, SweepPoint) for p in points)
+    assert len({p.label for p in points}) == len(points)
