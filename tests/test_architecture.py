@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ["simulator", "simulator.data", "strategies.models", "strategies.defenses",
+PACKAGES = ["analysis", "analysis.figures", "simulator", "simulator.data",
+            "strategies.models", "strategies.defenses",
             "strategies.attacks", "strategies.federation", "analysis.metrics"]
 
 

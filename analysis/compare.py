@@ -1,0 +1,153 @@
+"""Several runs side by side: stacked tier tables, an HTML page, a sweep's report.
+
+A comparison stacks the runs' tier tables with a ``run`` column; a sweep directory's
+``sweep.parquet`` is already such a table (``point`` plus the axis columns).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import figures as F
+from analysis._render import Document
+from analysis.report import CONVENTIONS
+from analysis.rundir import Run, attacks_in, load_run, load_sweep, sweep_axes
+from analysis.tables import leakage_table, tier_summary
+
+__all__ = ["build_sweep_report", "compare_runs", "write_comparison",
+           "write_sweep_report"]
+
+
+def _load(paths: Sequence[str | Path]) -> list[Run]:
+    if isinstance(paths, str | Path):
+        paths = [paths]
+    if not paths:
+        raise ValueError("paths is empty: give at least one run directory")
+    return [load_run(p) for p in paths]
+
+
+def _labels(runs: list[Run]) -> list[str]:
+    """Run names; the directory name (then a counter) where names repeat."""
+    names = [r.name for r in runs]
+    labels = [r.name if names.count(r.name) == 1 else r.path.name for r in runs]
+    seen: dict[str, int] = {}
+    out = []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        out.append(label if labels.count(label) == 1 else f"{label}#{seen[label]}")
+    return out
+
+
+def _combine(runs: list[Run]) -> pd.DataFrame:
+    frames = [r.tiers.assign(run=label, run_dir=str(r.path))
+              for r, label in zip(runs, _labels(runs), strict=True)]
+    out = pd.concat(frames, ignore_index=True, sort=False)
+    first = ["run", "tier"]
+    return out[first + [c for c in out.columns if c not in first]]
+
+
+def compare_runs(paths: Sequence[str | Path]) -> pd.DataFrame:
+    """The runs' tier tables stacked, with ``run`` (a unique label) and ``run_dir``.
+
+    Columns a run lacks (e.g. leakage where no adversary ran) are NaN for its rows.
+    """
+    return _combine(_load(paths))
+
+
+def write_comparison(paths: Sequence[str | Path], out_dir: str | Path) -> Path:
+    """Write ``comparison.html`` (self-contained) into ``out_dir``; returns its path."""
+    runs = _load(paths)
+    frame = _combine(runs)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    labels = _labels(runs)
+    doc = Document("siftsim comparison: " + ", ".join(labels))
+    doc.heading("Runs")
+    doc.table(pd.DataFrame([_run_row(r, label) for r, label in zip(runs, labels,
+                                                                    strict=True)]))
+    doc.heading("Per-tier results")
+    doc.table(tier_summary(frame), "Utility, cost, leakage and information per tier")
+    attacks = attacks_in(frame)
+    if attacks:
+        doc.table(leakage_table(frame), "Leakage per run, tier and attack")
+    doc.heading("Figures")
+    _frontiers(doc, frame, attacks)
+    doc.heading("Metric conventions")
+    doc.definitions(CONVENTIONS)
+    path = out / "comparison.html"
+    path.write_text(doc.html(), encoding="utf-8")
+    return path
+
+
+def _frontiers(doc: Document, frame: pd.DataFrame, attacks: list[str],
+               group: str = "run") -> None:
+    """The privacy-utility frontier where leakage exists, and the cost-utility one."""
+    plots = [(None, "Privacy")] if attacks else []
+    plots.append(("bytes_per_sample", "Cost (bytes sent per sample)"))
+    if not attacks:
+        doc.note("No leakage recorded: only the cost-utility frontier is drawn.")
+    for leakage, kind in plots:
+        try:
+            doc.figure(F.privacy_utility_frontier(frame, leakage=leakage, group=group),
+                       f"{kind}-utility frontier (a point per {group} and tier)")
+        except (ValueError, KeyError) as err:
+            doc.note(f"{kind}-utility frontier skipped: {err}")
+
+
+def build_sweep_report(table: pd.DataFrame, title: str = "sweep") -> Document:
+    """A sweep table (one row per point and tier) as a report document."""
+    axes = sweep_axes(table)
+    doc = Document(f"siftsim sweep report: {title}")
+    doc.heading("Points")
+    head = [c for c in ("point", *axes, "status", "error") if c in table.columns]
+    points = table[head].drop_duplicates(subset=["point"] if "point" in head else None)
+    doc.table(points.reset_index(drop=True))
+    if "status" in table and (table["status"].astype(str) != "complete").any():
+        doc.note("Some points did not complete: they are left out of the figures.")
+    done = table[table["status"].astype(str) == "complete"] if "status" in table \
+        else table
+    doc.heading("Per-tier results")
+    summary = tier_summary(done)
+    if axes:  # point, then its axis values, then the tier's results
+        rest = summary.drop(columns=["point"], errors="ignore")
+        summary = pd.concat([summary[["point"]] if "point" in summary else None,
+                             done[axes].reset_index(drop=True), rest], axis=1)
+    doc.table(summary, "Utility, cost, leakage and information per tier")
+    attacks = attacks_in(done)
+    if attacks:
+        doc.table(leakage_table(done), "Leakage per point, tier and attack")
+    doc.heading("Figures")
+    _frontiers(doc, done, attacks, group=axes[0] if axes else "point")
+    doc.heading("Metric conventions")
+    doc.definitions(CONVENTIONS)
+    return doc
+
+
+def write_sweep_report(path: str | Path, out_dir: str | Path | None = None
+                       ) -> tuple[Path, Path]:
+    """``report.html`` and ``report.md`` for a sweep directory (default: in it)."""
+    path = Path(path)
+    out = Path(out_dir) if out_dir is not None else path
+    out.mkdir(parents=True, exist_ok=True)
+    doc = build_sweep_report(load_sweep(path), path.name)
+    html_path, md_path = out / "report.html", out / "report.md"
+    html_path.write_text(doc.html(), encoding="utf-8")
+    md_path.write_text(doc.markdown(out), encoding="utf-8")
+    return html_path, md_path
+
+
+def _run_row(run: Run, label: str) -> dict[str, object]:
+    sc, m = run.scenario, run.manifest
+    training = sc.get("training") or {}
+    adv = sc.get("adversary") or {}
+    return {"run": label, "directory": str(run.path),
+            "dataset": (sc.get("dataset") or {}).get("name", "?"),
+            "seed": m.get("seed"), "status": m.get("status", "?"),
+            "devices": int(run.devices.shape[0]),
+            "training": (f"{training.get('mode', '?')}, "
+                         f"{training.get('rounds', '?')} rounds"),
+            "adversary": (adv.get("threat_model", "?") if run.attacks else "none"),
+            "git revision": m.get("git_revision") or "unknown"}

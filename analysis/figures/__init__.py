@@ -1,0 +1,26 @@
+"""Figures drawn from plain DataFrames (no Ray, no recomputation), on the Agg canvas.
+
+Every function returns a :class:`matplotlib.figure.Figure`; pass ``ax=`` to draw into
+an existing axes. Axis labels state which direction is better and the metric
+convention (``/work/shared/reference/metrics.md``).
+"""
+
+from analysis.figures._style import axis_label, figure_png
+from analysis.figures.budget import (default_leakage, information_vs_budget,
+                                     leakage_vs_budget)
+from analysis.figures.frontier import pareto_front, privacy_utility_frontier
+from analysis.figures.images import reconstruction_grid
+from analysis.figures.tiers import tier_bars, training_curves
+
+__all__ = [
+    "axis_label",
+    "default_leakage",
+    "figure_png",
+    "information_vs_budget",
+    "leakage_vs_budget",
+    "pareto_front",
+    "privacy_utility_frontier",
+    "reconstruction_grid",
+    "tier_bars",
+    "training_curves",
+]

@@ -1,0 +1,113 @@
+"""Leakage and information against the edge budget (compute, size, bytes, latency)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from analysis.figures._style import (axis_label, maybe_log_x, new_axes, resolve_column,
+                                     tier_colours)
+from analysis.rundir import attacks_in
+
+__all__ = ["default_leakage", "information_vs_budget", "leakage_vs_budget"]
+
+
+def default_leakage(frame: pd.DataFrame) -> str:
+    """``ssim_worst_case`` (or the first attack's SSIM), ``_mean`` on tier tables."""
+    attacks = attacks_in(frame)
+    if not attacks:
+        raise ValueError("the frame has no leakage columns (ssim_<attack> or "
+                         "ssim_<attack>_mean): did the adversary run?")
+    attack = "worst_case" if "worst_case" in attacks else attacks[0]
+    name = f"ssim_{attack}"
+    return name if name in frame.columns else f"{name}_mean"
+
+
+def leakage_vs_budget(devices: pd.DataFrame, leakage: str | None = None,
+                      budget: str = "macs", ax: Axes | None = None) -> Figure:
+    """Per-device leakage against an edge budget, coloured by tier.
+
+    One scatter per tier (every device), and per tier its mean with a 95% Student-t
+    interval over devices (error bar at the tier's mean budget).
+
+    Parameters
+    ----------
+    devices : DataFrame
+        A device table (``tier`` plus the two columns).
+    leakage : str, optional
+        Any numeric column, e.g. ``ssim_inverse_network`` or ``accuracy``; default the
+        worst-case SSIM (or the first attack's).
+    budget : str
+        ``macs``, ``params``, ``bytes_per_sample``, ``latency_ms``, ...
+    """
+    from analysis.metrics import mean_ci  # torch-backed: imported only when drawing
+
+    y_col = resolve_column(devices, leakage or default_leakage(devices), "leakage")
+    x_col = resolve_column(devices, budget, "budget")
+    if "tier" not in devices.columns:
+        raise ValueError("devices needs a 'tier' column")
+    data = devices[np.isfinite(devices[y_col].astype(float))
+                   & np.isfinite(devices[x_col].astype(float))]
+    if data.empty:
+        raise ValueError(f"leakage={y_col!r} / budget={x_col!r} have no finite rows")
+    fig, ax = new_axes(ax)
+    tiers = list(dict.fromkeys(data["tier"].astype(str)))
+    colours = tier_colours(tiers)
+    for i, tier in enumerate(tiers):
+        g = data[data["tier"].astype(str) == tier]
+        x, y = g[x_col].to_numpy(float), g[y_col].to_numpy(float)
+        ax.scatter(x, y, s=14, alpha=0.45, color=colours[tier], label=tier)
+        mean, lo, hi = mean_ci(y)
+        err = np.nan_to_num([[mean - lo], [hi - mean]], nan=0.0)
+        ax.errorbar([float(x.mean())], [mean], yerr=err, fmt="D", color=colours[tier],
+                    markeredgecolor="black", capsize=4, ms=7, zorder=3,
+                    label="tier mean, 95% CI" if i == 0 else "_nolegend_")
+    maybe_log_x(ax, data[x_col])
+    ax.set_xlabel(axis_label(x_col))
+    ax.set_ylabel(axis_label(y_col))
+    ax.set_title(f"{y_col} vs {x_col}, per device")
+    ax.legend(title="tier", fontsize="small")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def information_vs_budget(tiers: pd.DataFrame, info: str = "mi_nats",
+                          budget: str = "macs", ax: Axes | None = None) -> Figure:
+    """One point per tier: information carried by z against the tier's edge budget.
+
+    Parameters
+    ----------
+    tiers : DataFrame
+        A tier (or sweep) table with ``tier`` and the two columns.
+    info : str
+        ``mi_nats``, ``mi_paper_nats``, ``dcor2_bc``, ``nonzero_per_sample``, ...
+    budget : str
+        ``macs``, ``params``, ``bytes_per_sample``, ``latency_ms`` (``_mean``), ...
+    """
+    y_col = resolve_column(tiers, info, "info")
+    x_col = resolve_column(tiers, budget, "budget")
+    if "tier" not in tiers.columns:
+        raise ValueError("tiers needs a 'tier' column")
+    data = tiers[np.isfinite(tiers[y_col].astype(float))
+                 & np.isfinite(tiers[x_col].astype(float))]
+    if data.empty:
+        raise ValueError(f"info={y_col!r} / budget={x_col!r} have no finite rows")
+    fig, ax = new_axes(ax)
+    names = list(dict.fromkeys(data["tier"].astype(str)))
+    colours = tier_colours(names)
+    for tier in names:
+        g = data[data["tier"].astype(str) == tier]
+        ax.scatter(g[x_col], g[y_col], s=60, color=colours[tier], edgecolor="black",
+                   label=tier, zorder=3)
+        for x, y in zip(g[x_col], g[y_col], strict=True):
+            ax.annotate(tier, (x, y), textcoords="offset points", xytext=(5, 5),
+                        fontsize="small")
+    maybe_log_x(ax, data[x_col])
+    ax.set_xlabel(axis_label(x_col))
+    ax.set_ylabel(axis_label(y_col))
+    ax.set_title(f"{y_col} vs {x_col}, per tier")
+    ax.legend(title="tier", fontsize="small")
+    ax.grid(alpha=0.3)
+    return fig

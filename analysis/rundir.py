@@ -1,0 +1,219 @@
+"""Read a run directory (written by ``siftsim run``) into plain pandas / NumPy objects.
+
+The simulator records, analysis reads: nothing here imports the simulator, starts Ray
+or recomputes a metric. A notebook can ``load_run(path)`` and redraw any figure.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["Run", "RunDirectoryError", "attacks_in", "is_sweep_dir", "load_run",
+           "load_sweep", "sweep_axes"]
+
+_TIER_PATTERN = re.compile(r"^ssim_(.+)_mean$")
+_DEVICE_PATTERN = re.compile(r"^ssim_(.+)$")
+
+
+class RunDirectoryError(ValueError):
+    """A run (or sweep) directory lacks a file, or holds one that cannot be read."""
+
+
+@dataclass(frozen=True, eq=False)  # DataFrames have no single truth value
+class Run:
+    """One run directory, read.
+
+    Attributes
+    ----------
+    path : Path
+        The run directory.
+    manifest : dict
+        ``manifest.json``: name, seed, status, phases, versions, git revision and the
+        resolved scenario.
+    devices, tiers, rounds : DataFrame
+        The per-device, per-tier and per-(round, tier) tables.
+    leakage_images : DataFrame or None
+        One row per reconstructed image; None when no adversary ran.
+    reconstructions : dict
+        ``(attack, tier) -> {"original", "reconstruction", "device_id"}`` arrays.
+    """
+
+    path: Path
+    manifest: dict[str, Any]
+    devices: pd.DataFrame
+    tiers: pd.DataFrame
+    rounds: pd.DataFrame
+    leakage_images: pd.DataFrame | None = None
+    reconstructions: dict[tuple[str, str], dict[str, np.ndarray]] = field(
+        default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest.get("name") or self.path.name)
+
+    @property
+    def scenario(self) -> dict[str, Any]:
+        return dict(self.manifest.get("scenario") or {})
+
+    @property
+    def attacks(self) -> list[str]:
+        """Attacks with leakage columns in the tier table (``worst_case`` included)."""
+        return attacks_in(self.tiers)
+
+
+def attacks_in(frame: pd.DataFrame) -> list[str]:
+    """Attack names recorded in ``frame``, discovered from its columns.
+
+    Works on a tier or sweep table (``ssim_<A>_mean``), a device table (``ssim_<A>``
+    with ``ssim_<A>_lo/_hi``) and ``leakage_images`` (its ``attack`` column). The
+    summary ``worst_case`` comes last when present.
+    """
+    if "attack" in frame.columns and "ssim" in frame.columns:
+        names = {str(a) for a in frame["attack"].dropna().unique()}
+    else:
+        names = {m.group(1) for c in frame.columns if (m := _TIER_PATTERN.match(c))}
+        if not names:
+            names = {m.group(1) for c in frame.columns
+                     if (m := _DEVICE_PATTERN.match(c))}
+            # ``ssim_<A>_lo`` is the interval of attack A, not an attack ``<A>_lo``.
+            names = {a for a in names
+                     if not (a.endswith(("_lo", "_hi")) and f"ssim_{a[:-3]}" in frame)}
+    last = ["worst_case"] if "worst_case" in names else []
+    return sorted(names - {"worst_case"}) + last
+
+
+def load_run(path: str | Path) -> Run:
+    """Read the run directory ``path``.
+
+    Raises
+    ------
+    RunDirectoryError
+        When ``path`` is not a run directory or lacks a table, naming the file and
+        what produces it.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise RunDirectoryError(f"run directory {path} does not exist (or is not a "
+                                "directory): give a directory written by `siftsim run`")
+    if is_sweep_dir(path):
+        raise RunDirectoryError(f"{path} is a sweep directory: read it with "
+                                "load_sweep(), or give one point's run_dir")
+    manifest = _read_manifest(path)
+    state = _status_note(manifest)
+    devices = _read_table(path, "devices", f"the run did not finish inference{state}; "
+                          "rerun `siftsim run SCENARIO`")
+    tiers = _read_table(path, "tiers", f"the run did not finish inference{state}; "
+                        "rerun `siftsim run SCENARIO`")
+    rounds = _read_table(path, "rounds", f"the run did not finish training{state}; "
+                         "rerun `siftsim run SCENARIO`")
+    leakage = None
+    if (path / "leakage_images.parquet").is_file():
+        leakage = _read_parquet(path / "leakage_images.parquet")
+    tier_names = [str(t) for t in tiers["tier"]] if "tier" in tiers else []
+    return Run(path, manifest, devices, tiers, rounds, leakage,
+               _read_reconstructions(path / "reconstructions", tier_names))
+
+
+def is_sweep_dir(path: str | Path) -> bool:
+    """A sweep directory: ``sweep.json`` or ``sweep.parquet`` and no manifest."""
+    path = Path(path)
+    return not (path / "manifest.json").is_file() and (
+        (path / "sweep.parquet").is_file() or (path / "sweep.json").is_file())
+
+
+def load_sweep(path: str | Path) -> pd.DataFrame:
+    """The ``sweep.parquet`` table of a sweep directory (one row per point and tier).
+
+    The axis paths (from ``sweep.json``) are kept in ``table.attrs["axes"]``; see
+    :func:`sweep_axes`.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise RunDirectoryError(f"sweep directory {path} does not exist")
+    table = _read_table(path, "sweep", "the sweep has not finished its first point; "
+                        "rerun `siftsim sweep SCENARIO`")
+    try:
+        record = json.loads((path / "sweep.json").read_text())
+        table.attrs["axes"] = [str(a) for a in record.get("axes", [])]
+    except (OSError, json.JSONDecodeError, AttributeError):
+        pass  # sweep_axes() falls back to the table's layout
+    return table
+
+
+def sweep_axes(table: pd.DataFrame) -> list[str]:
+    """Axis columns of a sweep table: recorded axes, else those between point/status."""
+    axes = [a for a in table.attrs.get("axes", []) if a in table.columns]
+    if axes:
+        return axes
+    cols = list(table.columns)
+    if "point" in cols and "status" in cols:
+        return cols[cols.index("point") + 1: cols.index("status")]
+    return []
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    file = path / "manifest.json"
+    if not file.is_file():
+        raise RunDirectoryError(f"no manifest.json in {path}: not a run directory "
+                                "written by `siftsim run`")
+    try:
+        manifest = json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise RunDirectoryError(f"cannot read {file}: {err}") from err
+    if not isinstance(manifest, dict):
+        raise RunDirectoryError(f"{file} holds a {type(manifest).__name__}, "
+                                "expected a JSON object")
+    return manifest
+
+
+def _status_note(manifest: dict[str, Any]) -> str:
+    status = manifest.get("status", "unknown")
+    error = manifest.get("error")
+    return f" (status {status!r}{': ' + str(error) if error else ''})"
+
+
+def _read_table(path: Path, name: str, why: str) -> pd.DataFrame:
+    parquet, csv = path / f"{name}.parquet", path / f"{name}.csv"
+    if parquet.is_file():
+        return _read_parquet(parquet)
+    if csv.is_file():  # parquet is the record; CSV is its readable twin
+        return pd.read_csv(csv)
+    raise RunDirectoryError(f"no {name}.parquet in {path}: {why}")
+
+
+def _read_parquet(file: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(file)
+    except (OSError, ValueError) as err:
+        raise RunDirectoryError(f"cannot read {file}: {err}") from err
+
+
+def _read_reconstructions(folder: Path, tiers: list[str]
+                          ) -> dict[tuple[str, str], dict[str, np.ndarray]]:
+    out: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+    if not folder.is_dir():
+        return out
+    for file in sorted(folder.glob("*__*.npz")):
+        attack, tier = _split_label(file.stem, tiers)
+        try:
+            with np.load(file, allow_pickle=False) as arrays:
+                out[(attack, tier)] = {k: arrays[k] for k in arrays.files}
+        except (OSError, ValueError) as err:
+            raise RunDirectoryError(f"cannot read {file}: {err}") from err
+    return out
+
+
+def _split_label(stem: str, tiers: list[str]) -> tuple[str, str]:
+    """``<attack>__<tier>``; labels may hold ``_``, so match known tiers first."""
+    for tier in sorted(tiers, key=len, reverse=True):
+        if stem.endswith(f"__{tier}") and len(stem) > len(tier) + 2:
+            return stem[: -len(tier) - 2], tier
+    attack, _, tier = stem.rpartition("__")
+    return attack, tier

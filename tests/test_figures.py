@@ -1,0 +1,166 @@
+"""Figures from plain DataFrames: artists, values drawn, labels, Pareto front."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.collections import PathCollection
+from matplotlib.container import BarContainer, ErrorbarContainer
+from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
+
+from analysis.figures import (axis_label, information_vs_budget, leakage_vs_budget,
+                              pareto_front, privacy_utility_frontier,
+                              reconstruction_grid, tier_bars, training_curves)
+from analysis.figures.frontier import FRONT_GID
+
+TIERS = {"low": 1e5, "mid": 4e5, "high": 5e6}
+
+
+@pytest.fixture
+def devices() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = [{"device_id": 10 * k + i, "tier": t, "macs": macs, "params": 100 * (k + 1),
+             "latency_ms": rng.uniform(1, 2), "accuracy": rng.uniform(0.6, 1.0),
+             "ssim_rmle": rng.uniform(0.1, 0.8),
+             "ssim_worst_case": rng.uniform(0.3, 0.9)}
+            for k, (t, macs) in enumerate(TIERS.items()) for i in range(5)]
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def tiers() -> pd.DataFrame:
+    return pd.DataFrame({
+        "tier": list(TIERS), "defense": ["none", "siftfunnel", "none"],
+        "macs": list(TIERS.values()), "bytes_per_sample": [256, 768, 8192],
+        "accuracy_mean": [0.8, 0.9, 0.95], "accuracy_lo": [0.7, 0.85, np.nan],
+        "accuracy_hi": [0.9, 0.95, np.nan], "ssim_rmle_mean": [0.2, 0.4, 0.7],
+        "ssim_rmle_lo": [0.1, 0.3, 0.6], "ssim_rmle_hi": [0.3, 0.5, 0.8],
+        "attack_acc_rmle_mean": [0.2, 0.3, 0.8], "chance": [0.1] * 3,
+        "mi_nats": [0.5, 1.0, 3.0], "dcor2_bc": [0.1, 0.2, 0.5]})
+
+
+def _of(fig: Figure, kind: type) -> list:
+    ax = fig.axes[0]
+    pool = ax.collections if kind is PathCollection else ax.containers
+    return [a for a in pool if isinstance(a, kind)]
+
+
+def test_leakage_vs_budget_scatter_per_tier_and_mean_with_interval(devices):
+    fig = leakage_vs_budget(devices, "ssim_rmle", "macs")
+    assert isinstance(fig, Figure)
+    scatters = _of(fig, PathCollection)
+    assert [s.get_label() for s in scatters] == list(TIERS)
+    assert [len(s.get_offsets()) for s in scatters] == [5, 5, 5]
+    bars = _of(fig, ErrorbarContainer)
+    assert len(bars) == 3
+    for bar, tier in zip(bars, TIERS, strict=True):
+        y = bar.lines[0].get_ydata()[0]
+        expected = devices.loc[devices["tier"] == tier, "ssim_rmle"].mean()
+        assert y == pytest.approx(expected)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"  # 1e5 .. 5e6 spans decades
+    assert "lower = more private" in ax.get_ylabel() and "11x11" in ax.get_ylabel()
+    assert "FLOPs/2" in ax.get_xlabel()
+    assert leakage_vs_budget(devices, budget="params").axes[0].get_xscale() == "linear"
+    # default leakage is the worst case
+    assert "ssim_worst_case" in leakage_vs_budget(devices).axes[0].get_title()
+
+
+def test_leakage_vs_budget_rejects_unknown_columns(devices):
+    with pytest.raises(ValueError, match="budget='flops'"):
+        leakage_vs_budget(devices, "ssim_rmle", "flops")
+    with pytest.raises(ValueError, match="did the adversary run"):
+        leakage_vs_budget(devices.drop(columns=["ssim_rmle", "ssim_worst_case"]))
+
+
+def test_pareto_front_hand_case():
+    leak = [0.1, 0.2, 0.3, 0.4, 0.2, np.nan, 0.5, 0.05]
+    util = [0.5, 0.7, 0.6, 0.9, 0.7, 1.00, 0.9, 0.4]
+    # C (0.3, 0.6) loses to B; G (0.5, 0.9) ties D on utility with more leakage;
+    # the NaN row is never on the front; the duplicate of B is kept
+    expected = [True, True, False, True, True, False, False, True]
+    assert pareto_front(leak, util).tolist() == expected
+    with pytest.raises(ValueError, match="1-D of one length"):
+        pareto_front([0.1, 0.2], [0.3])
+
+
+def test_frontier_marks_the_front_with_a_step_line(tiers):
+    sweep = pd.concat([tiers.assign(point=0), tiers.assign(point=1)], ignore_index=True)
+    sweep["status"] = "complete"
+    sweep.loc[1, "ssim_rmle_mean"] = 0.9
+    # a failed point that would dominate everything must not count
+    failed = tiers.iloc[:1].assign(point=2, status="failed", ssim_rmle_mean=0.0,
+                                   accuracy_mean=1.0)
+    fig = privacy_utility_frontier(pd.concat([sweep, failed]), "ssim_rmle")
+    ax = fig.axes[0]
+    assert [s.get_label() for s in _of(fig, PathCollection)] == ["none", "siftfunnel"]
+    front = [ln for ln in ax.get_lines() if ln.get_gid() == FRONT_GID]
+    assert len(front) == 1
+    x = np.unique(front[0].get_xdata())
+    assert x.tolist() == pytest.approx([0.2, 0.4, 0.7])
+    assert front[0].get_drawstyle() == "steps-post"
+    assert "lower = more private" in ax.get_xlabel()
+    assert "higher = more useful" in ax.get_ylabel()
+    with pytest.raises(ValueError, match="group='nope'"):
+        privacy_utility_frontier(tiers, "ssim_rmle", group="nope")
+
+
+def test_reconstruction_grid_counts_gray_and_rgb():
+    rng = np.random.default_rng(1)
+    gray = rng.uniform(size=(5, 1, 6, 6)).astype(np.float32)
+    fig = reconstruction_grid(gray, gray, title="t", n=8)
+    images = [im for ax in fig.axes for im in ax.get_images()]
+    assert len(images) == 10 and images[0].get_array().shape == (6, 6)
+    assert images[0].get_cmap().name == "gray"
+    rgb = rng.uniform(size=(12, 3, 6, 6))
+    fig = reconstruction_grid(rgb, rgb * 0.5, n=8)
+    images = [im for ax in fig.axes for im in ax.get_images()]
+    assert len(images) == 16 and images[0].get_array().shape == (6, 6, 3)
+    assert all(isinstance(im, AxesImage) for im in images)
+    with pytest.raises(ValueError, match="differ"):
+        reconstruction_grid(gray, gray[:3])
+    with pytest.raises(ValueError, match="C in"):
+        reconstruction_grid(gray[:, 0], gray[:, 0])
+
+
+def test_tier_bars_heights_and_intervals(tiers):
+    fig = tier_bars(tiers, "accuracy")
+    bars = _of(fig, BarContainer)
+    assert len(bars) == 1
+    assert [p.get_height() for p in bars[0].patches] == pytest.approx([0.8, 0.9, 0.95])
+    err = _of(fig, ErrorbarContainer)
+    assert len(err) == 1
+    segments = err[0].lines[2][0].get_segments()
+    assert [s[:, 1].tolist() for s in segments[:2]] == [pytest.approx([0.7, 0.9]),
+                                                        pytest.approx([0.85, 0.95])]
+    assert segments[2][:, 1].tolist() == pytest.approx([0.95, 0.95])  # no interval
+    chance = tier_bars(tiers, "attack_acc_rmle_mean").axes[0].get_lines()
+    assert [ln.get_ydata()[0] for ln in chance if ln.get_label() == "chance"] == (
+        pytest.approx([0.1]))
+    with pytest.raises(ValueError, match="ssim_rmle"):
+        tier_bars(tiers, "psnr_rmle")
+
+
+def test_training_curves_one_line_per_tier():
+    rounds = pd.DataFrame({"round": [1, 0, 1, 0], "tier": ["a", "a", "b", "b"],
+                           "loss": [1.0, 2.0, 0.5, 0.7]})
+    lines = training_curves(rounds).axes[0].get_lines()
+    assert [ln.get_label() for ln in lines] == ["a", "b"]
+    assert lines[0].get_ydata().tolist() == [2.0, 1.0]  # sorted by round
+    with pytest.raises(ValueError, match="loss"):
+        training_curves(rounds.drop(columns=["loss"]))
+
+
+def test_information_vs_budget_and_shared_axes(tiers):
+    fig = Figure()
+    ax = fig.add_subplot()
+    assert information_vs_budget(tiers, "dcor2_bc", "macs", ax=ax) is fig
+    scatters = [c for c in ax.collections if isinstance(c, PathCollection)]
+    assert len(scatters) == 3 and ax.get_xscale() == "log"
+    assert "bias-corrected" in ax.get_ylabel()
+    fig = information_vs_budget(tiers, "mi_nats", "bytes_per_sample")
+    assert fig.axes[0].get_xscale() == "log"
+    assert axis_label("latency_ms_mean").startswith("Simulated latency")
+    assert axis_label("ssim_a_b_mean").startswith("SSIM (lower = more private)")

@@ -1,0 +1,282 @@
+"""Run directories -> reports: loading, tables, self-contained HTML, comparisons."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.compare import compare_runs, write_comparison
+from analysis.report import write_report
+from analysis.rundir import RunDirectoryError, _split_label, attacks_in, load_run
+from analysis.tables import leakage_table, worst_case_devices
+
+ATTACKS = ("inverse_network", "rmle")
+TIERS = {"low": (98_520, 256, 0.5), "high": (4_866_048, 8192, 200.0)}
+PER_IMAGE = ("ssim", "psnr", "mse", "eval_correct", "nn_correct")
+
+
+def _manifest(name: str, attacked: bool) -> dict:
+    tiers = [{"name": t, "count": 4, "encoder": {"name": "funnel", "channels": 4},
+              "defense": {"name": "none"}, "profile": {"compute_gflops": g,
+                                                     "uplink_mbps": 2.0}}
+             for t, (_, _, g) in TIERS.items()]
+    attacks = [{"name": a, "label": None} for a in ATTACKS] if attacked else []
+    return {"name": name, "seed": 7, "status": "complete", "started": "t0",
+            "finished": "t1", "phases": {"setup": {"seconds": 0.1}},
+            "versions": {"torch": "2.14.1"}, "git_revision": "abc123",
+            "python": "3.11.7", "scenario": {
+                "name": name, "seed": 7, "dataset": {"name": "digits", "image_size": 8},
+                "tiers": tiers, "training": {"mode": "split", "rounds": 3},
+                "adversary": {"enabled": attacked, "threat_model": "black_box_query",
+                              "phases": ["inference"], "attacks": attacks}}}
+
+
+def _devices(rng: np.random.Generator, attacked: bool) -> pd.DataFrame:
+    rows = []
+    for k, (tier, (macs, nbytes, gflops)) in enumerate(TIERS.items()):
+        for i in range(4):
+            row = {"device_id": 4 * k + i, "tier": tier, "node": k, "encoder": "funnel",
+                   "defense": "none", "n_test": 10, "accuracy": rng.uniform(0.5, 1),
+                   "params": macs // 50, "macs": macs, "bytes_per_sample": nbytes,
+                   "latency_ms": nbytes / 250 + macs / gflops / 1e6,
+                   "compute_gflops": gflops}
+            row["correct"] = int(round(row["accuracy"] * 10))
+            if attacked:
+                for a in ATTACKS:
+                    s = rng.uniform(0.1, 0.9)
+                    row.update({f"ssim_{a}": s, f"ssim_{a}_lo": s - 0.05,
+                                f"ssim_{a}_hi": s + 0.05, f"psnr_{a}": 10 + 10 * s,
+                                f"mse_{a}": 0.1 - 0.1 * s, f"attack_acc_{a}": s,
+                                f"recognisable_{a}": s, f"nn_ident_{a}": s / 2})
+            rows.append(row)
+    devices = pd.DataFrame(rows)
+    if attacked:
+        ssim = devices[[f"ssim_{a}" for a in ATTACKS]].to_numpy()
+        worst = ssim.argmax(axis=1)
+        devices["worst_case_attack"] = [ATTACKS[i] for i in worst]
+        for m in ("ssim", "ssim_{}_lo", "ssim_{}_hi", "psnr", "mse", "attack_acc"):
+            cols = [(f"{m}_{a}" if "{}" not in m else m.format(a)) for a in ATTACKS]
+            out = m.format("worst_case") if "{}" in m else f"{m}_worst_case"
+            devices[out] = devices[cols].to_numpy()[np.arange(len(devices)), worst]
+    return devices
+
+
+def _tiers(devices: pd.DataFrame, attacked: bool) -> pd.DataFrame:
+    rows = []
+    for tier, g in devices.groupby("tier", sort=False):
+        row = {"tier": tier, "devices": len(g), "encoder": "funnel", "defense": "none",
+               "params": g["params"].iloc[0], "macs": g["macs"].iloc[0],
+               "bytes_per_sample": g["bytes_per_sample"].iloc[0],
+               "latency_ms_mean": g["latency_ms"].mean()}
+        cols = ["accuracy"]
+        if attacked:
+            cols += [f"{m}_{a}" for a in (*ATTACKS, "worst_case")
+                     for m in ("ssim", "attack_acc", "psnr")]
+            row.update(dcor2_bc=0.3, mi_nats=1.5, mi_estimator="smile/mlp",
+                       mi_paper_nats=0.6, nonzero_per_sample=50.0, chance=0.1,
+                       nonzero_fraction=0.5, eval_acc_real=0.95)
+        for col in cols:
+            v = g[col].to_numpy()
+            row.update({f"{col}_mean": v.mean(), f"{col}_lo": v.mean() - v.std(),
+                        f"{col}_hi": v.mean() + v.std()})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_run(path: Path, attacked: bool = True, name: str = "synthetic",
+              seed: int = 0) -> Path:
+    """A tiny run directory with every file the simulator writes (no model files)."""
+    rng = np.random.default_rng(seed)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "manifest.json").write_text(json.dumps(_manifest(name, attacked)))
+    devices = _devices(rng, attacked)
+    rounds = pd.DataFrame([{"round": r, "tier": t, "devices": 2, "loss": 2.0 / (r + 1),
+                            "virtual_seconds": 0.1} for r in range(3) for t in TIERS])
+    for table, frame in (("devices", devices), ("tiers", _tiers(devices, attacked)),
+                         ("rounds", rounds)):
+        frame.to_parquet(path / f"{table}.parquet", index=False)
+        frame.to_csv(path / f"{table}.csv", index=False)
+    if attacked:
+        images = pd.DataFrame([{"attack": a, "threat_model": "black_box_query",
+                                "tier": t, "device_id": 0, "sample": s,
+                                **{k: rng.uniform() for k in PER_IMAGE}}
+                               for a in ATTACKS for t in TIERS for s in range(3)])
+        images.to_parquet(path / "leakage_images.parquet", index=False)
+        (path / "reconstructions").mkdir(exist_ok=True)
+        for a in ATTACKS:
+            for t in TIERS:
+                x = rng.uniform(size=(3, 1, 8, 8)).astype(np.float32)
+                np.savez_compressed(path / "reconstructions" / f"{a}__{t}.npz",
+                                    original=x, reconstruction=x[:, :, ::-1].copy(),
+                                    device_id=np.zeros(3, np.int64))
+    return path
+
+
+def _img_sources(html: str) -> list[str]:
+    tags = re.findall(r"<img\b[^>]*>", html)
+    srcs = [re.search(r'src="([^"]*)"', t).group(1) for t in tags]
+    assert len(srcs) == len(tags)
+    return srcs
+
+
+def test_report_is_self_contained_and_complete(tmp_path):
+    run = write_run(tmp_path / "run")
+    html_path, md_path = write_report(run)
+    assert html_path == run / "report.html" and md_path == run / "report.md"
+    html, md = html_path.read_text(), md_path.read_text()
+    srcs = _img_sources(html)
+    # 2 attacks x 2 tiers of reconstruction grids, plus the summary figures
+    assert len(srcs) >= 4 + 6
+    for src in srcs:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not re.search(r"https?://", html)
+    assert not re.search(r"<link\b|<script\b[^>]*\bsrc=", html)
+    for text in ("low", "high", "abc123", "digits", "black_box_query", "rmle",
+                 "inverse_network", "Gaussian window", "Pareto") :
+        assert text in html or text in md, text
+    for tier in TIERS:
+        assert re.search(rf"<td>{tier}</td>", html)
+        assert re.search(rf"^\| {tier} \|", md, flags=re.M)
+    assert "No adversary ran" not in html and "skipped" not in html
+    assert len(list((run / "report_figures").glob("*.png"))) == len(srcs)
+
+
+def test_report_without_adversary_says_so(tmp_path):
+    run = write_run(tmp_path / "plain", attacked=False)
+    html_path, md_path = write_report(run, out_dir=tmp_path / "out")
+    assert html_path.parent == tmp_path / "out"
+    html = html_path.read_text()
+    assert "No adversary ran" in html and "No adversary ran" in md_path.read_text()
+    assert "Reconstructions:" not in html and "Privacy-utility frontier" not in html
+    srcs = _img_sources(html)
+    assert 1 <= len(srcs) <= 3 and all(s.startswith("data:image/png") for s in srcs)
+    assert "lowest accuracy" in html
+
+
+def test_worst_case_device_is_the_highest_ssim(tmp_path):
+    run = load_run(write_run(tmp_path / "run"))
+    worst = worst_case_devices(run.devices).set_index("tier")
+    for tier, g in run.devices.groupby("tier"):
+        assert worst.loc[tier, "device_id"] == g.loc[g["ssim_worst_case"].idxmax(),
+                                                     "device_id"]
+    # absent the summary: the highest SSIM of any attack, and which attack it was
+    d = run.devices.drop(columns=[c for c in run.devices if "worst_case" in c])
+    alt = worst_case_devices(d).set_index("tier")
+    ssim = d[[f"ssim_{a}" for a in ATTACKS]]
+    best = ssim.max(axis=1).groupby(d["tier"]).idxmax()
+    for tier, row in best.items():
+        assert alt.loc[tier, "device_id"] == d.loc[row, "device_id"]
+        assert alt.loc[tier, "attack"] == ssim.loc[row].idxmax()[5:]
+    plain = worst_case_devices(d[["device_id", "tier", "accuracy"]]).set_index("tier")
+    lowest = d.loc[d.groupby("tier")["accuracy"].idxmin()].set_index("tier")
+    assert plain["device_id"].to_dict() == lowest["device_id"].to_dict()
+
+
+def test_load_run_reads_every_record(tmp_path):
+    run = load_run(write_run(tmp_path / "run"))
+    assert run.name == "synthetic" and len(run.devices) == 8 and len(run.tiers) == 2
+    assert run.attacks == [*ATTACKS, "worst_case"]
+    assert attacks_in(run.devices) == [*ATTACKS, "worst_case"]
+    assert attacks_in(run.leakage_images) == list(ATTACKS)
+    assert set(run.reconstructions) == {(a, t) for a in ATTACKS for t in TIERS}
+    assert run.reconstructions[("rmle", "low")]["original"].shape == (3, 1, 8, 8)
+    assert _split_label("a__b__low", ["low", "w"]) == ("a__b", "low")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        run.path = tmp_path
+
+
+def test_attacks_in_keeps_an_attack_named_like_an_interval():
+    frame = pd.DataFrame(columns=["ssim_x_lo", "ssim_a", "ssim_a_lo", "ssim_a_hi"])
+    assert attacks_in(frame) == ["a", "x_lo"]
+    assert attacks_in(pd.DataFrame(columns=["accuracy", "macs"])) == []
+
+
+@pytest.mark.parametrize("missing, words", [
+    ("devices.parquet", ["devices.parquet", "inference", "siftsim run"]),
+    ("manifest.json", ["manifest.json", "siftsim run"]),
+])
+def test_missing_file_names_the_file(tmp_path, missing, words):
+    run = write_run(tmp_path / "run", attacked=False)
+    (run / missing).unlink()
+    (run / missing.replace(".parquet", ".csv")).unlink(missing_ok=True)
+    with pytest.raises(RunDirectoryError) as info:
+        write_report(run)
+    assert isinstance(info.value, ValueError)
+    for word in words:
+        assert word in str(info.value)
+    with pytest.raises(RunDirectoryError, match="does not exist"):
+        load_run(tmp_path / "nowhere")
+
+
+def test_compare_two_runs(tmp_path):
+    a = write_run(tmp_path / "a", attacked=True, name="same", seed=1)
+    b = write_run(tmp_path / "b", attacked=False, name="same", seed=2)
+    frame = compare_runs([a, b])
+    assert list(frame.columns[:2]) == ["run", "tier"]
+    assert len(frame) == 4 and sorted(frame["run"].unique()) == ["a", "b"]
+    assert frame.loc[frame["run"] == "b", "ssim_worst_case_mean"].isna().all()
+    assert frame.loc[frame["run"] == "a", "ssim_worst_case_mean"].notna().all()
+    path = write_comparison([a, b], tmp_path / "cmp")
+    html = path.read_text()
+    srcs = _img_sources(html)
+    assert len(srcs) >= 2 and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert not re.search(r"https?://", html)
+    assert "<td>a</td>" in html and "<td>b</td>" in html
+    assert "Privacy-utility frontier" in html
+    leakage = leakage_table(frame)
+    assert len(leakage) == 2 * 3 and set(leakage["run"]) == {"a"}  # b was not attacked
+    with pytest.raises(ValueError, match="paths is empty"):
+        compare_runs([])
+
+
+@pytest.mark.parametrize("name", ["analysis", "analysis.figures", "analysis.rundir",
+                                  "analysis.report", "analysis.compare",
+                                  "analysis.tables"])
+def test_every_public_name_exists(name):
+    import importlib
+    module = importlib.import_module(name)
+    assert module.__all__
+    for public in module.__all__:
+        assert getattr(module, public) is not None, f"{name}.{public}"
+
+
+def write_sweep(path: Path) -> Path:
+    """A sweep directory: two complete points and a failed one (NaN metrics)."""
+    axis = "tiers.0.defense.beta"
+    frames = []
+    for k, beta in enumerate((0.5, 2.0)):
+        run = write_run(path / f"p{k:03d}", name=f"sw-p{k:03d}", seed=k)
+        tiers = pd.read_parquet(run / "tiers.parquet")
+        frames.append(pd.concat([pd.DataFrame({
+            "point": [k] * len(tiers), axis: beta, "status": "complete", "error": None,
+            "run_dir": str(run)}), tiers], axis=1))
+    frames.append(pd.DataFrame({"point": [2, 2], axis: 8.0, "status": "failed",
+                                "error": "RuntimeError: boom", "run_dir": "p002",
+                                "tier": list(TIERS)}))
+    table = pd.concat(frames, ignore_index=True)
+    table.to_parquet(path / "sweep.parquet", index=False)
+    (path / "sweep.json").write_text(json.dumps({"axes": {axis: [0.5, 2.0, 8.0]},
+                                                 "points": []}))
+    return path
+
+
+def test_sweep_directory_gets_a_sweep_report(tmp_path):
+    sweep = write_sweep(tmp_path / "sweep")
+    with pytest.raises(RunDirectoryError, match="sweep directory"):
+        load_run(sweep)
+    html_path, md_path = write_report(sweep)
+    html = html_path.read_text()
+    assert html_path == sweep / "report.html" and md_path.is_file()
+    assert "tiers.0.defense.beta" in html and "RuntimeError: boom" in html
+    assert "did not complete" in html and "Figure skipped" not in html
+    srcs = _img_sources(html)
+    assert len(srcs) == 2 and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert "Privacy-utility frontier" in html and "Cost (bytes sent per sample)" in html
