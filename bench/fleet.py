@@ -7,7 +7,7 @@ For each scenario, runs the same scenario twice, each in its own process:
 * ``flower`` - the real engine: Flower ServerApp/ClientApps on Ray, cloud in an actor.
 
 It prints wall time of training + inference (setup excluded, it is the same code), the
-overhead ratio flower / bare, the peak resident memory of the whole process tree (Ray
+overhead ratio flower / bare, the peak memory (PSS) of the whole process tree (Ray
 workers included), and the mean device accuracy of each (which must agree: the
 arithmetic is the same). Usage, from the repository root::
 
@@ -33,8 +33,13 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT = ["scenarios/mnist_300.yaml", "scenarios/scale_1000.yaml"]
 
 
-def _tree_rss_bytes(root: int) -> int:
-    """Resident memory of ``root`` and all its descendants, from /proc."""
+def _tree_pss_bytes(root: int) -> int:
+    """Proportional set size of ``root`` and all its descendants, from /proc.
+
+    PSS splits shared pages (Ray's object store, shared libraries) among the processes
+    that map them, so the sum is the memory the tree really holds; summing RSS would
+    count the object store once per worker.
+    """
     parents: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -52,9 +57,9 @@ def _tree_rss_bytes(root: int) -> int:
     total = 0
     for pid in tree:
         try:
-            with open(f"/proc/{pid}/status") as fh:
+            with open(f"/proc/{pid}/smaps_rollup") as fh:
                 for line in fh:
-                    if line.startswith("VmRSS:"):
+                    if line.startswith("Pss:"):
                         total += int(line.split()[1]) * 1024
         except OSError:
             continue
@@ -72,7 +77,7 @@ def _measure(scenario: str, mode: str, overrides: list[str], out: Path) -> dict:
 
     def poll() -> None:
         while not done.is_set():
-            peak[0] = max(peak[0], _tree_rss_bytes(proc.pid))
+            peak[0] = max(peak[0], _tree_pss_bytes(proc.pid))
             done.wait(0.5)
 
     watcher = threading.Thread(target=poll, daemon=True)

@@ -363,4 +363,6 @@ def estimate_mutual_information(
         sched.step(value)
         if best_epoch < 0 or value > best or math.isnan(best):
             best, best_epoch = value, epoch
-    return MIEstimate(best, objective, critic, bs, n_tr, n_ho, best_epoch)
+    # I(x; z) >= 0, so max(0, bound) is still a lower bound; a negative held-out value
+    # (small samples, unconverged critic) says nothing more than 0 does.
+    return MIEstimate(max(best, 0.0), objective, critic, bs, n_tr, n_ho, best_epoch)
