@@ -29,13 +29,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from simulator.loading import load_scenario
     sc = load_scenario(args.file, args.set)
     if sc.sweep is not None:
-        import yaml
-
-        from simulator.loading import apply_override
+        from simulator.loading import load_raw
         from simulator.sweep import expand_sweep
-        raw = yaml.safe_load(open(args.file).read())
-        for item in args.set:
-            apply_override(raw, item)
+        raw = load_raw(args.file, args.set)
         print(f"{args.file}: sweep of {len(expand_sweep(raw, args.file))} points, "
               "each valid")
     counts = ", ".join(f"{k}: {v}" for k, v in sc.tier_counts().items())

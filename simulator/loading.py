@@ -17,7 +17,8 @@ from pydantic import ValidationError
 
 from simulator.scenario import Scenario
 
-__all__ = ["ScenarioError", "apply_override", "load_scenario", "validate_scenario"]
+__all__ = ["ScenarioError", "apply_override", "load_raw", "load_scenario",
+           "validate_scenario"]
 
 
 class ScenarioError(ValueError):
@@ -41,6 +42,12 @@ def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scena
         ``"dotted.path=value"`` strings; values are parsed as YAML (``5``, ``true``,
         ``[1, 2]``); list items are addressed by index (``tiers.1.count=10``).
     """
+    raw = load_raw(path, overrides)
+    return validate_scenario(raw, source=str(path))
+
+
+def load_raw(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """The file's raw mapping with ``overrides`` applied; nothing validated yet."""
     path = Path(path)
     if not path.is_file():
         raise ScenarioError(str(path), ["file not found (give the path of a scenario "
@@ -60,7 +67,7 @@ def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scena
             problems.append(str(err))
     if problems:
         raise ScenarioError(str(path), problems)
-    return validate_scenario(raw, source=str(path))
+    return raw
 
 
 def validate_scenario(raw: dict[str, Any], source: str = "<scenario>") -> Scenario:

@@ -33,7 +33,7 @@ import pandas as pd
 import yaml
 from pydantic import ValidationError
 
-from simulator.loading import ScenarioError, apply_override, validate_scenario
+from simulator.loading import ScenarioError, apply_override, load_raw, validate_scenario
 from simulator.scenario import Scenario, Sweep
 
 __all__ = ["SweepPoint", "expand_sweep", "run_point", "run_sweep", "sweep_table"]
@@ -244,30 +244,13 @@ def _describe(values: dict[str, Any]) -> str:
 
 def _read_raw(path_or_raw: str | Path | dict[str, Any],
               overrides: list[str] | None) -> tuple[dict[str, Any], str]:
-    """The raw mapping with overrides applied (checks as in ``load_scenario``)."""
-    source = "<scenario>" if isinstance(path_or_raw, dict) else str(path_or_raw)
-    if isinstance(path_or_raw, dict):
-        raw: Any = copy.deepcopy(path_or_raw)
-    elif not Path(path_or_raw).is_file():
-        raise ScenarioError(source, ["file not found (give the path of a scenario YAML "
-                                     "file with a `sweep` section)"])
-    else:
-        try:
-            raw = yaml.safe_load(Path(path_or_raw).read_text())
-        except yaml.YAMLError as err:
-            raise ScenarioError(source, [f"not valid YAML: {err}"]) from None
-    if not isinstance(raw, dict):
-        raise ScenarioError(source, ["the file must hold a mapping of sections, got "
-                                     f"{type(raw).__name__}"])
-    problems = []
+    """The raw mapping with overrides applied, and where it came from."""
+    if not isinstance(path_or_raw, dict):
+        return load_raw(path_or_raw, overrides), str(path_or_raw)
+    raw = copy.deepcopy(path_or_raw)
     for item in overrides or []:
-        try:
-            apply_override(raw, item)
-        except ValueError as err:
-            problems.append(str(err))
-    if problems:
-        raise ScenarioError(source, problems)
-    return raw, source
+        apply_override(raw, item)
+    return raw, "<scenario>"
 
 
 def _claim(folder: Path, raw: dict[str, Any], points: list[SweepPoint], source: str,
