@@ -43,7 +43,8 @@ def shared_data() -> Path:
 
 @pytest.fixture(autouse=True, scope="session")
 def _one_torch_thread():
-    """Tests share 2 cores with Ray workers: one intra-op thread avoids oversubscription."""
+    """One intra-op thread for every test: on 2 shared cores, two OpenMP threads spin-wait
+    on each other and tiny ops take milliseconds (measured 2 s -> 42 s of CPU)."""
     import torch
     before = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -49,13 +49,6 @@ INVERTS = {"inverse_network": (0.1, 0.9), "rmle": (0.01, 0.99),
            "query_free": (0.5, 0.5)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()  # tiny ops crawl on the oversubscribed machine
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def smooth_images(n: int, g: torch.Generator) -> torch.Tensor:
     low = torch.rand(n, 1, 4, 4, generator=g)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -11,15 +10,6 @@ from torch import nn
 from strategies.defenses import DefendedEdge
 from strategies.models import EdgeCost, edge_cost
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # The shared 2-core machine oversubscribes intra-op threads: tiny ops then take
-    # ~15 ms each instead of microseconds. Restored after this module.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_conv_macs_params_and_size_match_hand_count() -> None:

@@ -31,14 +31,6 @@ SMALL = {
 RANDOM = ["dropout", "gaussian_noise", "laplace_noise", "shredder", "vib"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add contention on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def make_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Noise images with a bright 8x8 patch in the quadrant named by the label."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pydantic
@@ -20,15 +19,6 @@ from strategies.registry import PluginParams, UnknownPluginError
 
 K = 5
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # The shared 2-core machine oversubscribes intra-op threads: tiny ops then take
-    # ~15 ms each instead of microseconds. Restored after this module.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def spec(name: str, **params: object) -> SimpleNamespace:

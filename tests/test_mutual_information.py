@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -17,15 +16,6 @@ from analysis.metrics import (
     make_critic,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # Thousands of tiny optimiser steps: on a shared 2-core machine two OpenMP threads
-    # spin-wait on each other (measured 2 s -> 42 s of CPU); one thread is steady.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 RHO, DIM = 0.9, 5
