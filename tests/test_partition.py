@@ -17,7 +17,7 @@ def cases(draw: st.DrawFn) -> dict:
     n = draw(st.integers(1, 300))
     k = draw(st.integers(1, 8))
     labels = np.asarray(draw(st.lists(st.integers(0, k - 1), min_size=n, max_size=n)))
-    min_samples = draw(st.integers(1, 3))
+    min_samples = draw(st.integers(1, min(3, n)))  # a case the data can satisfy
     num_devices = draw(st.integers(1, max(1, min(25, n // min_samples))))
     return {
         "labels": labels,
