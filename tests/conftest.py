@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,11 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# CI runs the same hypothesis examples every time (a failure there is reproducible);
+# local runs keep exploring new ones.
+if os.environ.get("CI"):
+    from hypothesis import settings
+    settings.register_profile("ci", derandomize=True, deadline=None)
+    settings.load_profile("ci")
