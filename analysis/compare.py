@@ -120,10 +120,23 @@ def build_sweep_report(table: pd.DataFrame, title: str = "sweep") -> Document:
     if attacks:
         doc.table(leakage_table(done), "Leakage per point, tier and attack")
     doc.heading("Figures")
-    _frontiers(doc, done, attacks, group=axes[0] if axes else "point")
+    group = axes[0] if axes else "point"
+    if attacks:
+        _leakage_vs_budget(doc, done, group)
+    _frontiers(doc, done, attacks, group=group)
     doc.heading("Metric conventions")
     doc.definitions(CONVENTIONS)
     return doc
+
+
+def _leakage_vs_budget(doc: Document, frame: pd.DataFrame, group: str) -> None:
+    """Tier leakage against edge compute and bytes sent, a line per point's group."""
+    for budget in ("macs", "bytes_per_sample"):
+        try:
+            doc.figure(F.tier_leakage_vs_budget(frame, group=group, budget=budget),
+                       f"Leakage vs edge budget ({budget}) per tier, a line per {group}")
+        except (ValueError, KeyError) as err:
+            doc.note(f"Leakage vs {budget} skipped: {err}")
 
 
 def write_sweep_report(path: str | Path, out_dir: str | Path | None = None

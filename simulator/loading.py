@@ -8,6 +8,7 @@ collected into one :class:`ScenarioError` whose message names each YAML path
 
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
 from typing import Any
@@ -80,30 +81,47 @@ def validate_scenario(raw: dict[str, Any], source: str = "<scenario>") -> Scenar
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
-    """Set ``dotted.path=value`` in ``raw`` (in place), creating mappings on the way."""
+    """Set ``dotted.path=value`` in ``raw`` (in place), creating mappings on the way.
+
+    ``*`` in place of a list index sets the path in every item of that list, e.g.
+    ``tiers.*.defense.beta=8`` (each item gets its own copy of the value).
+    """
     key, sep, text = item.partition("=")
     if not sep or not key.strip():
         raise ValueError(f"override {item!r} must look like key.path=value "
                          "(e.g. training.rounds=5)")
     parts = [p for p in re.split(r"\.|\[|\]", key.strip()) if p]
-    value = yaml.safe_load(text)
-    node: Any = raw
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
-        if isinstance(node, list):
-            if not part.isdigit() or int(part) >= len(node):
-                raise ValueError(f"override {key!r}: {part!r} is not an index of a list "
-                                 f"of {len(node)} items")
-            part = int(part)  # type: ignore[assignment]
-        elif not isinstance(node, dict):
-            raise ValueError(f"override {key!r}: cannot descend into a "
-                             f"{type(node).__name__} at {part!r}")
-        if last:
-            node[part] = value
-        else:
-            if isinstance(node, dict) and part not in node:
-                node[part] = {}
-            node = node[part]
+    _set_path(raw, parts, yaml.safe_load(text), key.strip())
+
+
+def _set_path(node: Any, parts: list[str], value: Any, key: str) -> None:
+    part, rest = parts[0], parts[1:]
+    if isinstance(node, list):
+        if part == "*":
+            for i in range(len(node)):
+                _descend_or_set(node, i, rest, value, key)
+            return
+        if not part.isdigit() or int(part) >= len(node):
+            raise ValueError(f"override {key!r}: {part!r} is not an index of a list "
+                             f"of {len(node)} items (or * for every item)")
+        _descend_or_set(node, int(part), rest, value, key)
+    elif isinstance(node, dict):
+        if part == "*":
+            raise ValueError(f"override {key!r}: * stands for every item of a list, "
+                             "but this level is a mapping")
+        if rest and part not in node:
+            node[part] = {}
+        _descend_or_set(node, part, rest, value, key)
+    else:
+        raise ValueError(f"override {key!r}: cannot descend into a "
+                         f"{type(node).__name__} at {part!r}")
+
+
+def _descend_or_set(node: Any, index: Any, rest: list[str], value: Any, key: str) -> None:
+    if rest:
+        _set_path(node[index], rest, value, key)
+    else:
+        node[index] = copy.deepcopy(value)
 
 
 def _describe(error: dict[str, Any], raw: Any) -> str:

@@ -8,11 +8,13 @@ import pytest
 from matplotlib.collections import PathCollection
 from matplotlib.container import BarContainer, ErrorbarContainer
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.image import AxesImage
 
 from analysis.figures import (axis_label, information_vs_budget, leakage_vs_budget,
                               pareto_front, privacy_utility_frontier,
-                              reconstruction_grid, tier_bars, training_curves)
+                              reconstruction_grid, tier_bars, tier_leakage_vs_budget,
+                              training_curves)
 from analysis.figures.frontier import FRONT_GID
 
 TIERS = {"low": 1e5, "mid": 4e5, "high": 5e6}
@@ -164,3 +166,27 @@ def test_information_vs_budget_and_shared_axes(tiers):
     assert fig.axes[0].get_xscale() == "log"
     assert axis_label("latency_ms_mean").startswith("Simulated latency")
     assert axis_label("ssim_a_b_mean").startswith("SSIM (lower = more private)")
+
+
+def test_tier_leakage_vs_budget_one_line_per_group_through_its_tiers(tiers):
+    sweep = pd.concat([tiers.assign(strength=s, ssim_rmle_mean=tiers["ssim_rmle_mean"] / s)
+                       for s in (1, 2)], ignore_index=True)
+    fig = tier_leakage_vs_budget(sweep, group="strength", leakage="ssim_rmle")
+    ax = fig.axes[0]
+    lines = [ln for ln in ax.get_lines() if isinstance(ln, Line2D) and ln.get_label()
+             in {"1", "2"}]
+    assert sorted(ln.get_label() for ln in lines) == ["1", "2"]
+    for line in lines:  # each line runs through its group's tiers in budget order
+        s = int(line.get_label())
+        assert list(line.get_xdata()) == sorted(TIERS.values())
+        expected = sweep[sweep["strength"] == s].sort_values("macs")["ssim_rmle_mean"]
+        np.testing.assert_allclose(line.get_ydata(), expected)
+    markers = [c for c in ax.collections if isinstance(c, PathCollection)
+               and len(c.get_offsets())]
+    assert [len(c.get_offsets()) for c in markers] == [3, 3]
+    assert len(_of(fig, ErrorbarContainer)) == 2  # intervals from ssim_rmle_lo/_hi
+    labels = ax.get_legend_handles_labels()[1]
+    assert {f"tier {t}" for t in TIERS} <= set(labels)
+    assert ax.get_xscale() == "log" and "lower = more private" in ax.get_ylabel()
+    with pytest.raises(ValueError, match="'strength'"):
+        tier_leakage_vs_budget(tiers, group="strength")

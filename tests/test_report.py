@@ -278,5 +278,7 @@ def test_sweep_directory_gets_a_sweep_report(tmp_path):
     assert "tiers.0.defense.beta" in html and "RuntimeError: boom" in html
     assert "did not complete" in html and "Figure skipped" not in html
     srcs = _img_sources(html)
-    assert len(srcs) == 2 and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert len(srcs) == 4 and all(s.startswith("data:image/png;base64,") for s in srcs)
     assert "Privacy-utility frontier" in html and "Cost (bytes sent per sample)" in html
+    assert "Leakage vs edge budget (macs) per tier" in html
+    assert "Leakage vs edge budget (bytes_per_sample) per tier" in html

@@ -88,6 +88,18 @@ def test_overrides_set_nested_and_indexed_values(smoke_raw):
         apply_override(smoke_raw, "tiers.9.count=1")
 
 
+def test_override_wildcard_sets_every_list_item_independently(smoke_raw):
+    apply_override(smoke_raw, "tiers.*.defense={name: siftfunnel, beta: 0.5}")
+    apply_override(smoke_raw, "tiers[*].defense.gamma=0.25")
+    sc = validate_scenario(smoke_raw)
+    assert [t.defense.name for t in sc.tiers] == ["siftfunnel"] * len(sc.tiers)
+    assert {(t.defense.beta, t.defense.gamma) for t in sc.tiers} == {(0.5, 0.25)}
+    smoke_raw["tiers"][0]["defense"]["beta"] = 9.0  # copies, not one shared mapping
+    assert smoke_raw["tiers"][1]["defense"]["beta"] == 0.5
+    with pytest.raises(ValueError, match=r"\* stands for every item of a list"):
+        apply_override(smoke_raw, "training.*=1")
+
+
 def test_load_scenario_reports_missing_file_and_bad_yaml(tmp_path):
     with pytest.raises(ScenarioError, match="file not found"):
         load_scenario(tmp_path / "nope.yaml")

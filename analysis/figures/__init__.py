@@ -7,7 +7,7 @@ convention (``/work/shared/reference/metrics.md``).
 
 from analysis.figures._style import axis_label, figure_png
 from analysis.figures.budget import (default_leakage, information_vs_budget,
-                                     leakage_vs_budget)
+                                     leakage_vs_budget, tier_leakage_vs_budget)
 from analysis.figures.frontier import pareto_front, privacy_utility_frontier
 from analysis.figures.images import reconstruction_grid
 from analysis.figures.tiers import tier_bars, training_curves
@@ -22,5 +22,6 @@ __all__ = [
     "privacy_utility_frontier",
     "reconstruction_grid",
     "tier_bars",
+    "tier_leakage_vs_budget",
     "training_curves",
 ]

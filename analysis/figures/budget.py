@@ -11,7 +11,8 @@ from analysis.figures._style import (axis_label, maybe_log_x, new_axes, resolve_
                                      tier_colours)
 from analysis.rundir import attacks_in
 
-__all__ = ["default_leakage", "information_vs_budget", "leakage_vs_budget"]
+__all__ = ["default_leakage", "information_vs_budget", "leakage_vs_budget",
+           "tier_leakage_vs_budget"]
 
 
 def default_leakage(frame: pd.DataFrame) -> str:
@@ -111,3 +112,65 @@ def information_vs_budget(tiers: pd.DataFrame, info: str = "mi_nats",
     ax.legend(title="tier", fontsize="small")
     ax.grid(alpha=0.3)
     return fig
+
+
+def tier_leakage_vs_budget(tiers: pd.DataFrame, group: str, leakage: str | None = None,
+                           budget: str = "macs", ax: Axes | None = None) -> Figure:
+    """Tier means of leakage against the tier's edge budget, one line per ``group``.
+
+    For sweep tables (a row per point and tier): each line joins the tiers of one
+    ``group`` value (e.g. one defense strength) in budget order, each marker is a tier
+    (coloured by tier) with its 95% interval over devices when ``<leakage>_lo``/``_hi``
+    are present.
+
+    Parameters
+    ----------
+    tiers : DataFrame
+        ``tier``, ``group`` and the two columns (leakage as ``..._mean``).
+    group : str
+        Column naming the line a row belongs to, e.g. a sweep axis.
+    leakage : str, optional
+        Default the worst-case SSIM tier mean (or the first attack's).
+    budget : str
+        ``macs``, ``params``, ``bytes_per_sample``, ``latency_ms`` (``_mean``), ...
+    """
+    y_col = resolve_column(tiers, leakage or default_leakage(tiers), "leakage")
+    x_col = resolve_column(tiers, budget, "budget")
+    for col in ("tier", group):
+        if col not in tiers.columns:
+            raise ValueError(f"tiers needs a {col!r} column")
+    data = tiers[np.isfinite(tiers[y_col].astype(float))
+                 & np.isfinite(tiers[x_col].astype(float))]
+    if data.empty:
+        raise ValueError(f"leakage={y_col!r} / budget={x_col!r} have no finite rows")
+    stem = y_col.removesuffix("_mean")
+    bounds = (f"{stem}_lo", f"{stem}_hi")
+    fig, ax = new_axes(ax)
+    colours = tier_colours(list(dict.fromkeys(data["tier"].astype(str))))
+    styles = ("-", "--", ":", "-.")
+    for i, (key, g) in enumerate(data.groupby(data[group].astype(str), sort=False)):
+        g = g.sort_values(x_col)
+        x, y = g[x_col].to_numpy(float), g[y_col].to_numpy(float)
+        ax.plot(x, y, styles[i % len(styles)], color="0.35", lw=1.2,
+                label=_short(key), zorder=2)
+        if all(b in g.columns for b in bounds):
+            err = np.nan_to_num([y - g[bounds[0]].to_numpy(float),
+                                 g[bounds[1]].to_numpy(float) - y], nan=0.0)
+            ax.errorbar(x, y, yerr=np.clip(err, 0.0, None), fmt="none", ecolor="0.6",
+                        capsize=3, zorder=2)
+        ax.scatter(x, y, s=55, c=[colours[t] for t in g["tier"].astype(str)],
+                   edgecolor="black", zorder=3)
+    for tier, colour in colours.items():  # one legend entry per tier colour
+        ax.scatter([], [], s=55, color=colour, edgecolor="black", label=f"tier {tier}")
+    maybe_log_x(ax, data[x_col])
+    ax.set_xlabel(axis_label(x_col))
+    ax.set_ylabel(axis_label(y_col))
+    ax.set_title(f"{stem} vs {x_col}: tier means (95% CI), a line per {group}")
+    ax.legend(fontsize="x-small", loc="best")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def _short(label: str, width: int = 48) -> str:
+    """A legend label cut to ``width`` characters."""
+    return label if len(label) <= width else label[: width - 3] + "..."
