@@ -2,13 +2,8 @@
 
 A scenario's ``sweep`` section names axes ``{dotted.override.path: [values]}``; ``grid``
 runs their cartesian product, ``zip`` their element-wise pairs. Every point is built and
-validated before anything runs. A sweep directory holds::
-
-    sweep.json            the expanded points: axis values, resolved scenario of each
-    p000/, p001/, ...     one run directory per point (see :mod:`simulator.records`)
-    sweep.{parquet,csv}   one row per (point, tier): point, one column per axis, status,
-                          error, engine, run_dir, then the point's ``tiers`` table
-    history/<time>/p003   an earlier attempt of a point, moved aside before a rerun
+validated before anything runs; :mod:`simulator.sweep_folder` keeps the sweep
+directory (``sweep.json``, a run directory per point, ``history/``, ``sweep.parquet``).
 
 Points run with the in-process engine (:func:`simulator.engine.local.run_locally`, the
 same per-device records as Flower + Ray): a Flower simulation cannot be nested inside a
@@ -19,8 +14,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
-import math
 import os
 import sys
 import time
@@ -29,19 +22,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import yaml
 from pydantic import ValidationError
 
 from simulator.loading import ScenarioError, apply_override, load_raw, validate_scenario
 from simulator.scenario import Scenario, Sweep
+from simulator.sweep_folder import (annotate, archive, claim, point_status, sweep_table,
+                                    write_table)
 
 __all__ = ["SweepPoint", "expand_sweep", "run_point", "run_sweep", "sweep_table"]
 
 Progress = Callable[[str, int, int, str], None]
 Runner = Callable[[Scenario, Path], Any]
 Done = Callable[["SweepPoint", str, "str | None"], None]
-ENGINE = "local"
 
 
 @dataclass(frozen=True)
@@ -142,12 +135,12 @@ def run_sweep(path_or_raw: str | Path | dict[str, Any],
         raise ValueError(f"parallel must be an integer >= 1, got {parallel!r}")
     folder = Path(out_dir) if out_dir else \
         Path(points[0].scenario.output_dir) / f"{raw.get('name', 'sweep')}-sweep"
-    _claim(folder, raw, points, source, resume)
-    todo = [p for p in points if _status(folder / p.label) != "complete"]
+    claim(folder, raw, points, source, resume)
+    todo = [p for p in points if point_status(folder / p.label) != "complete"]
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for p in todo:
-        _archive(folder, p.label, stamp)
-    _write_table(folder)
+        archive(folder, p.label, stamp)
+    write_table(folder)
     say = progress or (lambda *a: None)
     say("sweep", len(points) - len(todo), len(points), f"{len(todo)} points to run")
     finished = len(points) - len(todo)
@@ -155,8 +148,8 @@ def run_sweep(path_or_raw: str | Path | dict[str, Any],
     def done(point: SweepPoint, status: str, error: str | None) -> None:
         nonlocal finished
         finished += 1
-        _annotate(folder / point.label, point, status, error)
-        _write_table(folder)  # after every point: an interruption keeps what finished
+        annotate(folder / point.label, point, status, error)
+        write_table(folder)  # after every point: an interruption keeps what finished
         note = f"{point.label} {status} ({point.describe()})"
         say("sweep", finished, len(points), note + (f": {error}" if error else ""))
 
@@ -167,34 +160,6 @@ def run_sweep(path_or_raw: str | Path | dict[str, Any],
         for p in todo:
             done(p, *_attempt(run, p.scenario, folder / p.label))
     return folder
-
-
-def sweep_table(folder: str | Path) -> pd.DataFrame:
-    """One row per (point, tier) of a sweep directory, read from disk.
-
-    Points that are not complete keep their axis values, status and error, with NaN
-    metrics. A ``tiers`` column that clashes with an axis path is prefixed ``tier_``.
-    """
-    folder = Path(folder)
-    record = json.loads((folder / "sweep.json").read_text())
-    axes = list(record["axes"])
-    points = record["points"]
-    encoded = {a: _axis_column([p["values"][a] for p in points]) for a in axes}
-    frames = []
-    for k, p in enumerate(points):
-        run_dir = folder / p["label"]
-        manifest = _manifest(run_dir)
-        status = manifest.get("status", "pending")
-        if status == "complete" and (run_dir / "tiers.parquet").is_file():
-            tiers = pd.read_parquet(run_dir / "tiers.parquet")
-        else:
-            tiers = pd.DataFrame({"tier": [t["name"] for t in p["scenario"]["tiers"]]})
-        tiers = tiers.rename(columns={c: f"tier_{c}" for c in tiers if c in axes})
-        head = {"point": p["index"], **{a: encoded[a][k] for a in axes},
-                "status": status, "error": manifest.get("error"),
-                "engine": manifest.get("engine"), "run_dir": str(run_dir)}
-        frames.append(pd.concat([pd.DataFrame([head] * len(tiers)), tiers], axis=1))
-    return pd.concat(frames, ignore_index=True)
 
 
 def _sweep_section(raw: dict[str, Any], source: str) -> Sweep:
@@ -253,50 +218,6 @@ def _read_raw(path_or_raw: str | Path | dict[str, Any],
     return raw, "<scenario>"
 
 
-def _claim(folder: Path, raw: dict[str, Any], points: list[SweepPoint], source: str,
-           resume: bool) -> None:
-    """Write ``sweep.json``, or check that the one there describes the same points."""
-    record = json.loads(json.dumps({
-        "name": raw.get("name"), "source": source,
-        "mode": raw["sweep"].get("mode", "grid"), "axes": raw["sweep"]["axes"],
-        "points": [{"index": p.index, "label": p.label, "values": p.values,
-                    "scenario": p.scenario.model_dump(mode="json")} for p in points]},
-        default=str))
-    path, where = folder / "sweep.json", str(folder)
-    if path.is_file() and not resume:
-        raise ScenarioError(where, ["already holds a sweep; rerun without --no-resume "
-                                    "to continue it, or give a new --out directory"])
-    if path.is_file():
-        diff = _difference(json.loads(path.read_text()).get("points"), record["points"])
-        if diff:
-            raise ScenarioError(where, [f"holds a different sweep ({diff}); give a new "
-                                        "--out directory, or delete this one to start "
-                                        "over"])
-        return
-    if folder.exists() and any(folder.iterdir()):
-        raise ScenarioError(where, ["not empty and holds no sweep.json, so it is not a "
-                                    "sweep directory; give a new --out directory"])
-    folder.mkdir(parents=True, exist_ok=True)
-    _write_json(path, record)
-
-
-def _difference(old: Any, new: Any, where: str = "points") -> str | None:
-    """The first place where two JSON values differ, in words; None when equal."""
-    if isinstance(old, dict) and isinstance(new, dict) and old.keys() == new.keys():
-        pairs = [(f"{where}.{k}", old[k], new[k]) for k in old]
-    elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        pairs = [(f"{where}[{i}]", a, b) for i, (a, b) in enumerate(zip(old, new))]
-    elif old == new:
-        return None
-    elif isinstance(old, list) and isinstance(new, list):
-        return f"{where}: {len(old)} before, {len(new)} now"
-    else:
-        short = [t if len(t) <= 60 else t[:57] + "..."
-                 for t in (json.dumps(old, default=str), json.dumps(new, default=str))]
-        return f"{where}: {short[0]} before, {short[1]} now"
-    return next((d for d in (_difference(a, b, w) for w, a, b in pairs) if d), None)
-
-
 def _attempt(runner: Runner, scenario: Scenario,
              run_dir: Path) -> tuple[str, str | None]:
     # Exception only: an interrupt stops the sweep (finished points are on disk).
@@ -344,59 +265,3 @@ def _run_on_ray(todo: list[SweepPoint], folder: Path, workers: int, runner: Runn
             ray.shutdown()
 
 
-def _manifest(run_dir: Path) -> dict[str, Any]:
-    try:
-        return json.loads((run_dir / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _status(run_dir: Path) -> str:
-    return _manifest(run_dir).get("status", "pending")
-
-
-def _archive(folder: Path, label: str, stamp: str) -> None:
-    """Move an earlier attempt aside so a rerun never mixes with (or loses) it."""
-    src = folder / label
-    if src.is_dir() and any(src.iterdir()):
-        dest = folder / "history" / stamp / label
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        src.rename(dest)
-
-
-def _annotate(run_dir: Path, point: SweepPoint, status: str, error: str | None) -> None:
-    """Mark the point's manifest with the engine and sweep point (and a failure)."""
-    manifest = _manifest(run_dir) or {"name": point.scenario.name, "status": status}
-    manifest.update(engine=ENGINE, sweep_point={"index": point.index,
-                                                "label": point.label,
-                                                "axes": point.values})
-    if status == "failed":
-        manifest.update(status="failed", error=error)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(run_dir / "manifest.json", manifest)
-
-
-def _axis_column(values: list[Any]) -> list[Any]:
-    """Values as they are when they share one scalar kind, else JSON strings."""
-    kinds = {float if isinstance(v, int | float) and not isinstance(v, bool)
-             else type(v) for v in values if v is not None}
-    if len(kinds) == 1 and kinds <= {bool, float, str}:
-        return [math.nan if v is None and kinds == {float} else v for v in values]
-    return [json.dumps(v, default=str) for v in values]
-
-
-def _write_table(folder: Path) -> None:
-    table = sweep_table(folder)
-    for suffix in ("parquet", "csv"):
-        tmp = folder / f"sweep.{suffix}.tmp"
-        if suffix == "parquet":
-            table.to_parquet(tmp, index=False)
-        else:
-            table.to_csv(tmp, index=False)
-        tmp.replace(folder / f"sweep.{suffix}")
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    tmp.replace(path)
