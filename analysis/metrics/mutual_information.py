@@ -284,6 +284,31 @@ def _check_args(x: Tensor, z: Tensor, **kw: object) -> None:
             raise ValueError(f"{name} must be {allowed}, got {kw[name]!r}")
 
 
+def _fit_critic(net: nn.Module, obj: _Objective, train: tuple[Tensor, Tensor],
+                held_out: tuple[Tensor, Tensor], epochs: int, bs: int, lr: float,
+                g: torch.Generator) -> tuple[float, int]:
+    """Train ``net`` on ``train``; the best held-out bound and its epoch."""
+    (x_tr, z_tr), (x_ho, z_ho), dev = train, held_out, train[0].device
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, "max", 0.5, patience=20)
+    perms = [torch.randperm(len(x_ho), generator=g).to(dev) for _ in range(_SHUFFLES)]
+    best, best_epoch = math.nan, -1
+    for epoch in range(epochs):
+        order = torch.randperm(len(x_tr), generator=g).to(dev)
+        for i in range(0, len(x_tr) - bs + 1, bs):  # drop the ragged last batch
+            idx = order[i : i + bs]
+            perm = torch.randperm(bs, generator=g).to(dev)
+            loss = obj.loss(net, x_tr[idx], z_tr[idx], perm)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        value = _held_out_value(obj, net, x_ho, z_ho, perms, bs)
+        sched.step(value)
+        if best_epoch < 0 or value > best or math.isnan(best):
+            best, best_epoch = value, epoch
+    return best, best_epoch
+
+
 def estimate_mutual_information(
     x: Tensor,
     z: Tensor,
@@ -343,26 +368,10 @@ def estimate_mutual_information(
         (x_tr, x_ho), (z_tr, z_ho) = _standardise(x_tr, x_ho), _standardise(z_tr, z_ho)
     net = make_critic(critic, x_tr, z_tr)
     _init_(net, g)
-    net = net.to(dev)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, "max", 0.5, patience=20)
-    obj = _Objective(objective, clip, ema_rate)
-    n_tr, n_ho, bs = len(x_tr), len(x_ho), min(batch_size, len(x_tr))
-    perms = [torch.randperm(n_ho, generator=g).to(dev) for _ in range(_SHUFFLES)]
-    best, best_epoch = math.nan, -1
-    for epoch in range(epochs):
-        order = torch.randperm(n_tr, generator=g).to(dev)
-        for i in range(0, n_tr - bs + 1, bs):  # drop the ragged last batch
-            idx = order[i : i + bs]
-            perm = torch.randperm(bs, generator=g).to(dev)
-            loss = obj.loss(net, x_tr[idx], z_tr[idx], perm)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        value = _held_out_value(obj, net, x_ho, z_ho, perms, bs)
-        sched.step(value)
-        if best_epoch < 0 or value > best or math.isnan(best):
-            best, best_epoch = value, epoch
+    bs = min(batch_size, len(x_tr))
+    best, best_epoch = _fit_critic(net.to(dev), _Objective(objective, clip, ema_rate),
+                                   (x_tr, z_tr), (x_ho, z_ho), epochs, bs, lr, g)
     # I(x; z) >= 0, so max(0, bound) is still a lower bound; a negative held-out value
     # (small samples, unconverged critic) says nothing more than 0 does.
-    return MIEstimate(max(best, 0.0), objective, critic, bs, n_tr, n_ho, best_epoch)
+    return MIEstimate(max(best, 0.0), objective, critic, bs, len(x_tr), len(x_ho),
+                      best_epoch)
