@@ -186,7 +186,7 @@ class Adversary:
             recon_out[label] = {"original": x_true[:k].numpy(),
                                 "reconstruction": x_hat[:k].numpy(), "device_id": devices[:k]}
         merged = {key: np.concatenate(v) if v else np.array([]) for key, v in images.items()}
-        info = self._information(tier, x_true, y_true, z) if adv.information.enabled else {}
+        info = self._information(tier, obs) if adv.information.enabled else {}
         return TierLeakage(tier, merged, recon_out, info)
 
     def _knowledge(self, tier: str, threat_model: str) -> Any:
@@ -212,23 +212,30 @@ class Adversary:
             return BlackBoxQuery(**base, query=oracle)
         return WhiteBox(**base, query=oracle, edge=copy.deepcopy(edge))
 
-    def _information(self, tier: str, x: torch.Tensor, y: torch.Tensor,
-                     z: torch.Tensor) -> dict[str, Any]:
-        cfg, seed = self.ws.scenario.adversary.information, self.ws.scenario.seed
-        n = min(len(z), cfg.max_samples)
-        x, z = x[:n], z[:n]
+    def _information(self, tier: str, obs: TierObservations) -> dict[str, Any]:
+        """Information metrics over every logged feature of the attacked phases (up to
+        ``max_samples``, spread evenly over devices), not only the reconstructed ones:
+        neural MI estimates need thousands of samples."""
+        adv = self.ws.scenario.adversary
+        cfg, seed = adv.information, self.ws.scenario.seed
+        per_device = -(-cfg.max_samples // max(1, len(np.unique(obs.device_id))))
+        rows = _select(obs, adv.phases, per_device)[:cfg.max_samples]
+        z = torch.from_numpy(obs.z[rows].astype(np.float32))
+        x = torch.from_numpy(self.ws.private_x[obs.sample[rows]])
+        y = torch.from_numpy(self.ws.private_y[obs.sample[rows]])
         vol = effective_volume(z)
         out = {"dcor2_bc": bias_corrected_dcor2(x, z, generator=generator(seed, "dcor", tier)),
                "nonzero_per_sample": float(vol["mean_per_sample"]),
                "nonzero_fraction": float(vol["fraction"]),
-               "eval_acc_real": _accuracy(self.evaluator, x, y[:n]),
-               "chance": 1.0 / self.ws.num_classes}
+               "eval_acc_real": _accuracy(self.evaluator, x, y),
+               "chance": 1.0 / self.ws.num_classes, "info_samples": len(rows)}
         with seeded(derive_seed(seed, "mi", tier)):
             est = estimate_mutual_information(x, z, critic="mlp", objective="smile",
-                                              epochs=cfg.mi_epochs,
+                                              epochs=cfg.mi_epochs, max_dims=cfg.mi_dims,
                                               generator=generator(seed, "mi", tier))
         out.update(mi_nats=est.value_nats, mi_estimator=f"{est.estimator}/{est.critic}, "
-                   f"batch {est.batch_size}, held-out {est.n_held_out}")
+                   f"top-{cfg.mi_dims} PCs, batch {est.batch_size}, "
+                   f"held-out {est.n_held_out}")
         if cfg.paper_variant:
             with seeded(derive_seed(seed, "mi-paper", tier)):
                 paper = estimate_mutual_information(

@@ -78,7 +78,8 @@ def tier_leakage(devices: pd.DataFrame, results: list[TierLeakage]) -> pd.DataFr
 
 
 _PREFIXES = tuple(f"{m}_" for m in (*_METRICS, "recognisable")) + (
-    "worst_case_attack", "dcor2_bc", "mi_", "nonzero_", "eval_acc_real", "chance")
+    "worst_case_attack", "dcor2_bc", "mi_", "nonzero_", "eval_acc_real", "chance",
+    "info_samples")
 
 
 def strip_leakage(frame: pd.DataFrame) -> pd.DataFrame:

@@ -165,6 +165,8 @@ class Information(Section):
     enabled: bool = True
     max_samples: int = Field(2000, ge=64, description="features used per tier")
     mi_epochs: int = Field(20, ge=1)
+    mi_dims: int = Field(64, ge=1, description="principal components of x and of z the "
+                         "MI critic sees (a projection keeps it a lower bound)")
     paper_variant: bool = Field(True, description="also the sigmoid-bounded MINE of the "
                                 "SiftFunnel code (at most 1 nat)")
 

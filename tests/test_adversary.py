@@ -97,6 +97,13 @@ def test_leakage_tables_and_rerun_give_the_same_numbers(smoke_raw, tmp_path):
                    "eval_acc_real", "chance"):
         assert tiers[column].notna().all(), column
     assert (tiers["mi_paper_nats"] <= 1.0 + 1e-6).all()
+    # information metrics use every logged inference feature (up to max_samples), not
+    # only the images_per_device reconstructed ones
+    logged = pd.read_parquet(path / "observations" / "index.parquet")
+    logged = logged[logged["phase"].astype(str) == "inference"].groupby("tier").size()
+    attacked = images[images["attack"] == "rmle"].groupby("tier").size()
+    for row in tiers.itertuples():
+        assert row.info_samples == min(logged[row.tier], 2000) > attacked[row.tier]
     assert (path / "reconstructions" / "rmle__small.npz").is_file()
 
     attack_run(path)

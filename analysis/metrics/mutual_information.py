@@ -16,6 +16,13 @@ Critics: ``"mlp"`` (vector data, unbounded), ``"conv"`` (SiftFunnel's convolutio
 statistics network with a linear output, unbounded) and ``"conv_sigmoid"`` (the
 paper-compatible network with a sigmoid output; its DV estimate cannot exceed 1 nat,
 so it exists only for comparison with SiftFunnel's numbers).
+
+High-dimensional inputs (images, feature maps) with a few thousand samples overfit an
+MLP critic until its held-out bound is 0 (MNIST: 784-D x, 6,272-D z, 1,600 samples).
+The MLP critic therefore sees each side projected on its top ``max_dims`` principal
+components (fit on the train split). I(Px; Qz) <= I(x; z) for any maps P, Q (data
+processing), so the estimate stays a lower bound; below ``max_dims`` features nothing
+is projected.
 """
 
 from __future__ import annotations
@@ -254,6 +261,17 @@ def _split(x: Tensor, z: Tensor, fraction: float, g: torch.Generator) -> list[Te
     return [x[idx[n_held:]], z[idx[n_held:]], x[idx[:n_held]], z[idx[:n_held]]]
 
 
+def _project(train: Tensor, other: Tensor, k: int | None) -> tuple[Tensor, Tensor]:
+    """Both sides on the top ``k`` principal components of ``train`` (if wider)."""
+    train, other = train.flatten(1), other.flatten(1)
+    if k is None or train.shape[1] <= k:
+        return train, other
+    mean = train.mean(dim=0)
+    _, _, vh = torch.linalg.svd(train - mean, full_matrices=False)
+    basis = vh[:k].T
+    return (train - mean) @ basis, (other - mean) @ basis
+
+
 def _standardise(train: Tensor, other: Tensor) -> tuple[Tensor, Tensor]:
     train, other = train.flatten(1), other.flatten(1)
     mean, std = train.mean(dim=0), train.std(dim=0).clamp_min(1e-8)
@@ -278,6 +296,7 @@ def _check_args(x: Tensor, z: Tensor, **kw: object) -> None:
         "held_out_fraction": (0.0 < kw["held_out_fraction"] < 1.0, "in (0, 1)"),
         "clip": (kw["clip"] > 0, "> 0"),
         "ema_rate": (0.0 < kw["ema_rate"] <= 1.0, "in (0, 1]"),
+        "max_dims": (kw["max_dims"] is None or kw["max_dims"] >= 1, ">= 1 or None"),
     }
     for name, (ok, allowed) in rules.items():
         if not ok:
@@ -322,6 +341,7 @@ def estimate_mutual_information(
     held_out_fraction: float = 0.2,
     clip: float = 5.0,
     ema_rate: float = 0.01,
+    max_dims: int | None = 64,
 ) -> MIEstimate:
     """Train a critic on a train split and report the best held-out bound on I(x; z).
 
@@ -352,6 +372,10 @@ def estimate_mutual_information(
         SMILE's clipping of the critic in the partition term (> 0).
     ema_rate : float
         MINE's moving-average rate for the partition term, in (0, 1].
+    max_dims : int or None
+        MLP critic only: each side with more features is projected on its top
+        ``max_dims`` principal components of the train split (module docstring);
+        None never projects.
 
     Returns
     -------
@@ -359,13 +383,14 @@ def estimate_mutual_information(
     """
     _check_args(x, z, critic=critic, objective=objective, batch_size=batch_size,
                 epochs=epochs, lr=lr, held_out_fraction=held_out_fraction, clip=clip,
-                ema_rate=ema_rate)
+                ema_rate=ema_rate, max_dims=max_dims)
     g = generator if generator is not None else torch.Generator().manual_seed(0)
     dev = x.device
     x_tr, z_tr, x_ho, z_ho = _split(x.detach().float(), z.detach().float().to(dev),
                                     held_out_fraction, g)
     if critic == "mlp":
-        (x_tr, x_ho), (z_tr, z_ho) = _standardise(x_tr, x_ho), _standardise(z_tr, z_ho)
+        (x_tr, x_ho), (z_tr, z_ho) = (_standardise(*_project(x_tr, x_ho, max_dims)),
+                                      _standardise(*_project(z_tr, z_ho, max_dims)))
     net = make_critic(critic, x_tr, z_tr)
     _init_(net, g)
     bs = min(batch_size, len(x_tr))
