@@ -190,3 +190,16 @@ def test_tier_leakage_vs_budget_one_line_per_group_through_its_tiers(tiers):
     assert ax.get_xscale() == "log" and "lower = more private" in ax.get_ylabel()
     with pytest.raises(ValueError, match="'strength'"):
         tier_leakage_vs_budget(tiers, group="strength")
+
+
+def test_plugin_specs_become_readable_legend_labels(tiers):
+    from analysis.figures import value_label
+    spec = '{"name": "siftfunnel", "beta": 0.4, "gamma": 0.1}'
+    assert value_label(spec) == "siftfunnel beta=0.4 gamma=0.1"
+    assert value_label('{"name": "none"}') == "none"
+    assert value_label("0.5") == "0.5" and value_label('{"a": 1}') == '{"a": 1}'
+    assert value_label("x" * 80, width=10) == "xxxxxxx..."
+    frame = tiers.assign(axis=[spec, spec, '{"name": "none"}'])
+    fig = privacy_utility_frontier(frame, "ssim_rmle", group="axis")
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert "siftfunnel beta=0.4 gamma=0.1" in labels and "none" in labels

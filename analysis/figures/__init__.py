@@ -5,7 +5,7 @@ an existing axes. Axis labels state which direction is better and the metric
 convention (``/work/shared/reference/metrics.md``).
 """
 
-from analysis.figures._style import axis_label, figure_png
+from analysis.figures._style import axis_label, figure_png, value_label
 from analysis.figures.budget import (default_leakage, information_vs_budget,
                                      leakage_vs_budget, tier_leakage_vs_budget)
 from analysis.figures.frontier import pareto_front, privacy_utility_frontier
@@ -24,4 +24,5 @@ __all__ = [
     "tier_bars",
     "tier_leakage_vs_budget",
     "training_curves",
+    "value_label",
 ]

@@ -7,6 +7,7 @@ state, no display), so they render the same in a notebook, a test or a Ray-free 
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pandas as pd
@@ -16,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 __all__ = ["axis_label", "describe", "figure_png", "maybe_log_x", "new_axes",
-           "new_figure", "resolve_column", "tier_colours"]
+           "new_figure", "resolve_column", "tier_colours", "value_label"]
 
 # Leakage column families (``<metric>_<attack>``): label (direction) and convention.
 _LEAKAGE = {
@@ -130,3 +131,17 @@ def figure_png(fig: Figure, dpi: int = 110) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()
+
+
+def value_label(value: object, width: int = 60) -> str:
+    """A legend label for a table value; a plug-in spec (a sweep axis stores it as
+    JSON, e.g. ``{"name": "siftfunnel", "beta": 0.4}``) reads ``siftfunnel beta=0.4``."""
+    text = str(value)
+    try:
+        spec = json.loads(text)
+    except ValueError:
+        spec = None
+    if isinstance(spec, dict) and isinstance(spec.get("name"), str):
+        rest = " ".join(f"{k}={v}" for k, v in spec.items() if k != "name")
+        text = f"{spec['name']} {rest}".strip()
+    return text if len(text) <= width else text[: width - 3] + "..."

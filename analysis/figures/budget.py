@@ -8,7 +8,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from analysis.figures._style import (axis_label, maybe_log_x, new_axes, resolve_column,
-                                     tier_colours)
+                                     tier_colours, value_label)
 from analysis.rundir import attacks_in
 
 __all__ = ["default_leakage", "information_vs_budget", "leakage_vs_budget",
@@ -152,7 +152,7 @@ def tier_leakage_vs_budget(tiers: pd.DataFrame, group: str, leakage: str | None 
         g = g.sort_values(x_col)
         x, y = g[x_col].to_numpy(float), g[y_col].to_numpy(float)
         ax.plot(x, y, styles[i % len(styles)], color="0.35", lw=1.2,
-                label=_short(key), zorder=2)
+                label=value_label(key), zorder=2)
         if all(b in g.columns for b in bounds):
             err = np.nan_to_num([y - g[bounds[0]].to_numpy(float),
                                  g[bounds[1]].to_numpy(float) - y], nan=0.0)
@@ -170,7 +170,3 @@ def tier_leakage_vs_budget(tiers: pd.DataFrame, group: str, leakage: str | None 
     ax.grid(alpha=0.3)
     return fig
 
-
-def _short(label: str, width: int = 48) -> str:
-    """A legend label cut to ``width`` characters."""
-    return label if len(label) <= width else label[: width - 3] + "..."

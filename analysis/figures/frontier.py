@@ -8,7 +8,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from analysis.figures._style import (axis_label, describe, maybe_log_x, new_axes,
-                                     resolve_column, tier_colours)
+                                     resolve_column, tier_colours, value_label)
 from analysis.figures.budget import default_leakage
 
 __all__ = ["pareto_front", "privacy_utility_frontier"]
@@ -62,7 +62,7 @@ def privacy_utility_frontier(frame: pd.DataFrame, leakage: str | None = None,
     for key, colour in colours.items():
         g = data[keys == key]
         ax.scatter(g[x_col], g[y_col], s=55, color=colour, edgecolor="black",
-                   label=key, zorder=3)
+                   label=value_label(key), zorder=3)
         for (_, row) in g.iterrows():
             ax.annotate(_point_label(row, group), (row[x_col], row[y_col]),
                         textcoords="offset points", xytext=(5, 4), fontsize="x-small")
