@@ -15,7 +15,7 @@ from analysis import figures as F
 from analysis._render import Document
 from analysis.report import CONVENTIONS
 from analysis.rundir import Run, attacks_in, load_run, load_sweep, sweep_axes
-from analysis.tables import leakage_table, tier_summary
+from analysis.tables import collapse_note, leakage_table, tier_summary
 
 __all__ = ["build_sweep_report", "compare_runs", "write_comparison",
            "write_sweep_report"]
@@ -110,6 +110,8 @@ def build_sweep_report(table: pd.DataFrame, title: str = "sweep") -> Document:
     done = table[table["status"].astype(str) == "complete"] if "status" in table \
         else table
     doc.heading("Per-tier results")
+    if collapse_note(done):
+        doc.note(collapse_note(done))
     summary = tier_summary(done)
     if axes:  # point, then its axis values, then the tier's results
         rest = summary.drop(columns=["point"], errors="ignore")

@@ -17,8 +17,8 @@ from matplotlib.figure import Figure
 from analysis import figures as F
 from analysis._render import Document
 from analysis.rundir import Run, attacks_in, is_sweep_dir, load_run
-from analysis.tables import (information_table, leakage_table, tier_summary,
-                             worst_case_devices)
+from analysis.tables import (collapse_note, information_table, leakage_table,
+                             tier_summary, worst_case_devices)
 
 __all__ = ["CONVENTIONS", "build_report", "write_report"]
 
@@ -168,6 +168,8 @@ def _threat_model(doc: Document, run: Run) -> None:
 
 def _tables(doc: Document, run: Run) -> None:
     doc.heading("Per-tier results")
+    if collapse_note(run.tiers):
+        doc.note(collapse_note(run.tiers))
     doc.table(tier_summary(run.tiers),
               "Utility, cost, leakage and information per tier")
     if run.attacks:

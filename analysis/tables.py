@@ -13,7 +13,8 @@ import pandas as pd
 
 from analysis.rundir import attacks_in
 
-__all__ = ["information_table", "leakage_table", "tier_summary", "worst_case_devices"]
+__all__ = ["collapse_note", "information_table", "leakage_table", "tier_summary",
+           "worst_case_devices"]
 
 _INFORMATION = ("dcor2_bc", "mi_nats", "mi_paper_nats", "nonzero_per_sample",
                 "nonzero_fraction", "eval_acc_real", "chance", "mi_estimator")
@@ -126,3 +127,23 @@ def worst_case_devices(devices: pd.DataFrame) -> pd.DataFrame:
                      "node": w.get("node", None)})
     return pd.DataFrame(rows, columns=["tier", "device_id", "criterion", "value",
                                        "attack", "accuracy", "node"])
+
+
+def collapse_note(tiers: pd.DataFrame) -> str | None:
+    """A warning naming the tiers whose features are all zero, else None.
+
+    A defense whose loss rewards uninformative features (dCor, L1) can kill the edge's
+    last ReLU early in training; the tier then sends zeros, its accuracy is chance and
+    its "privacy" is that of sending nothing. Such rows must not be read as a result.
+    """
+    if "nonzero_per_sample" not in tiers.columns:
+        return None
+    dead = tiers[tiers["nonzero_per_sample"].astype(float) == 0]
+    if dead.empty:
+        return None
+    names = [" / ".join(str(r[k]) for k in ("point", "tier") if k in dead.columns)
+             for _, r in dead.iterrows()]
+    return ("Collapsed training: " + ", ".join(names) + " sent all-zero features "
+            "(no non-zero element of z), so accuracy is at chance and leakage is that "
+            "of sending nothing. Retrain with a lower learning rate or weaker "
+            "feature-penalty weights before reading these rows.")

@@ -307,3 +307,16 @@ def test_reports_on_a_tiny_real_sweep(smoke_raw, tmp_path):
     text = point_html.read_text()
     assert "Worst-case device per tier" in text and "gaussian_noise" in text
     assert len(_img_sources(text)) >= 4
+
+
+def test_a_tier_sending_only_zeros_is_flagged_as_collapsed(tmp_path):
+    from analysis.tables import collapse_note
+    run = write_run(tmp_path / "run")
+    tiers = pd.read_parquet(run / "tiers.parquet")
+    assert collapse_note(tiers.assign(nonzero_per_sample=5.0)) is None
+    tiers["nonzero_per_sample"] = [0.0 if t == "high" else 12.5 for t in tiers["tier"]]
+    tiers.to_parquet(run / "tiers.parquet", index=False)
+    note = collapse_note(tiers)
+    assert note.split(" sent all-zero features")[0] == "Collapsed training: high"
+    html = write_report(run)[0].read_text()
+    assert "Collapsed training: high" in html
