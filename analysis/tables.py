@@ -130,7 +130,7 @@ def worst_case_devices(devices: pd.DataFrame) -> pd.DataFrame:
 
 
 def collapse_note(tiers: pd.DataFrame) -> str | None:
-    """A warning naming the tiers whose features are all zero, else None.
+    """A warning naming the tiers whose features are (almost) all zero, else None.
 
     A defense whose loss rewards uninformative features (dCor, L1) can kill the edge's
     last ReLU early in training; the tier then sends zeros, its accuracy is chance and
@@ -138,12 +138,12 @@ def collapse_note(tiers: pd.DataFrame) -> str | None:
     """
     if "nonzero_per_sample" not in tiers.columns:
         return None
-    dead = tiers[tiers["nonzero_per_sample"].astype(float) == 0]
+    dead = tiers[tiers["nonzero_per_sample"].astype(float) < 1.0]
     if dead.empty:
         return None
     names = [" / ".join(str(r[k]) for k in ("point", "tier") if k in dead.columns)
              for _, r in dead.iterrows()]
     return ("Collapsed training: " + ", ".join(names) + " sent all-zero features "
-            "(no non-zero element of z), so accuracy is at chance and leakage is that "
-            "of sending nothing. Retrain with a lower learning rate or weaker "
+            "(under one non-zero element of z per sample), so accuracy is at chance and "
+            "leakage is that of sending nothing. Retrain with a lower learning rate or weaker "
             "feature-penalty weights before reading these rows.")

@@ -145,13 +145,15 @@ def tier_leakage_vs_budget(tiers: pd.DataFrame, group: str, leakage: str | None 
         raise ValueError(f"leakage={y_col!r} / budget={x_col!r} have no finite rows")
     stem = y_col.removesuffix("_mean")
     bounds = (f"{stem}_lo", f"{stem}_hi")
-    fig, ax = new_axes(ax)
+    fig, ax = new_axes(ax, figsize=(9.0, 4.6))
     colours = tier_colours(list(dict.fromkeys(data["tier"].astype(str))))
     styles = ("-", "--", ":", "-.")
+    from matplotlib import colormaps
+    shades = colormaps["Dark2"]  # lines: one hue per group, apart from tier colours
     for i, (key, g) in enumerate(data.groupby(data[group].astype(str), sort=False)):
         g = g.sort_values(x_col)
         x, y = g[x_col].to_numpy(float), g[y_col].to_numpy(float)
-        ax.plot(x, y, styles[i % len(styles)], color="0.35", lw=1.2,
+        ax.plot(x, y, styles[i % len(styles)], color=shades(i % shades.N), lw=1.6,
                 label=value_label(key), zorder=2)
         if all(b in g.columns for b in bounds):
             err = np.nan_to_num([y - g[bounds[0]].to_numpy(float),
@@ -165,8 +167,8 @@ def tier_leakage_vs_budget(tiers: pd.DataFrame, group: str, leakage: str | None 
     maybe_log_x(ax, data[x_col])
     ax.set_xlabel(axis_label(x_col))
     ax.set_ylabel(axis_label(y_col))
-    ax.set_title(f"{stem} vs {x_col}: tier means (95% CI), a line per {group}")
-    ax.legend(fontsize="x-small", loc="best")
+    ax.set_title(f"{stem}: tier means (95% CI), a line per {group}", fontsize="medium")
+    ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3)
     return fig
 
