@@ -110,8 +110,9 @@ def build_sweep_report(table: pd.DataFrame, title: str = "sweep") -> Document:
     done = table[table["status"].astype(str) == "complete"] if "status" in table \
         else table
     doc.heading("Per-tier results")
-    if collapse_note(done):
-        doc.note(collapse_note(done))
+    collapsed = collapse_note(done)
+    if collapsed:
+        doc.note(collapsed)
     summary = tier_summary(done)
     if axes:  # point, then its axis values, then the tier's results
         rest = summary.drop(columns=["point"], errors="ignore")

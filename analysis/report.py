@@ -168,8 +168,9 @@ def _threat_model(doc: Document, run: Run) -> None:
 
 def _tables(doc: Document, run: Run) -> None:
     doc.heading("Per-tier results")
-    if collapse_note(run.tiers):
-        doc.note(collapse_note(run.tiers))
+    collapsed = collapse_note(run.tiers)
+    if collapsed:
+        doc.note(collapsed)
     doc.table(tier_summary(run.tiers),
               "Utility, cost, leakage and information per tier")
     if run.attacks:

@@ -47,12 +47,7 @@ def leakage_vs_budget(devices: pd.DataFrame, leakage: str | None = None,
 
     y_col = resolve_column(devices, leakage or default_leakage(devices), "leakage")
     x_col = resolve_column(devices, budget, "budget")
-    if "tier" not in devices.columns:
-        raise ValueError("devices needs a 'tier' column")
-    data = devices[np.isfinite(devices[y_col].astype(float))
-                   & np.isfinite(devices[x_col].astype(float))]
-    if data.empty:
-        raise ValueError(f"leakage={y_col!r} / budget={x_col!r} have no finite rows")
+    data = _finite_rows(devices, y_col, x_col, ("leakage", "budget"))
     fig, ax = new_axes(ax)
     tiers = list(dict.fromkeys(data["tier"].astype(str)))
     colours = tier_colours(tiers)
@@ -89,12 +84,7 @@ def information_vs_budget(tiers: pd.DataFrame, info: str = "mi_nats",
     """
     y_col = resolve_column(tiers, info, "info")
     x_col = resolve_column(tiers, budget, "budget")
-    if "tier" not in tiers.columns:
-        raise ValueError("tiers needs a 'tier' column")
-    data = tiers[np.isfinite(tiers[y_col].astype(float))
-                 & np.isfinite(tiers[x_col].astype(float))]
-    if data.empty:
-        raise ValueError(f"info={y_col!r} / budget={x_col!r} have no finite rows")
+    data = _finite_rows(tiers, y_col, x_col, ("info", "budget"))
     fig, ax = new_axes(ax)
     names = list(dict.fromkeys(data["tier"].astype(str)))
     colours = tier_colours(names)
@@ -136,13 +126,7 @@ def tier_leakage_vs_budget(tiers: pd.DataFrame, group: str, leakage: str | None 
     """
     y_col = resolve_column(tiers, leakage or default_leakage(tiers), "leakage")
     x_col = resolve_column(tiers, budget, "budget")
-    for col in ("tier", group):
-        if col not in tiers.columns:
-            raise ValueError(f"tiers needs a {col!r} column")
-    data = tiers[np.isfinite(tiers[y_col].astype(float))
-                 & np.isfinite(tiers[x_col].astype(float))]
-    if data.empty:
-        raise ValueError(f"leakage={y_col!r} / budget={x_col!r} have no finite rows")
+    data = _finite_rows(tiers, y_col, x_col, ("leakage", "budget"), ("tier", group))
     stem = y_col.removesuffix("_mean")
     bounds = (f"{stem}_lo", f"{stem}_hi")
     fig, ax = new_axes(ax, figsize=(9.0, 4.6))
@@ -172,3 +156,16 @@ def tier_leakage_vs_budget(tiers: pd.DataFrame, group: str, leakage: str | None 
     ax.grid(alpha=0.3)
     return fig
 
+
+def _finite_rows(frame: pd.DataFrame, y_col: str, x_col: str, names: tuple[str, str],
+                 required: tuple[str, ...] = ("tier",)) -> pd.DataFrame:
+    """Rows where both columns are finite; ValueError naming what is missing."""
+    for col in required:
+        if col not in frame.columns:
+            raise ValueError(f"the frame needs a {col!r} column")
+    data = frame[np.isfinite(frame[y_col].astype(float))
+                 & np.isfinite(frame[x_col].astype(float))]
+    if data.empty:
+        raise ValueError(f"{names[0]}={y_col!r} / {names[1]}={x_col!r} have no finite "
+                         "rows")
+    return data
