@@ -19,7 +19,8 @@ from strategies.defenses import DEFENSES
 from strategies.models import BACKBONES, ENCODERS
 from strategies.registry import Registry
 
-__all__ = ["Scenario", "Tier", "DeviceProfile", "Training", "Partition", "Splits",
+__all__ = ["Scenario", "Tier", "DeviceProfile", "Training", "EdgeLossWarmup",
+           "Partition", "Splits",
            "Inference", "Observation", "Adversary", "Auxiliary", "Information", "RayConfig", "FlowerConfig",
            "ModelSection", "Sweep", "plugin_params"]
 
@@ -120,6 +121,27 @@ class Optimizer(Section):
     weight_decay: float = Field(0.0, ge=0)
 
 
+class EdgeLossWarmup(Section):
+    """When the defenses' device-side training terms switch on.
+
+    Feature penalties that are minimised by constant features (dCor, NoPeek, L1) can
+    drive a ReLU-ended encoder to all-zero output before the task has shaped it, and a
+    dead ReLU never recovers. Holding them off for a few rounds, then ramping them in,
+    lets the task loss shape the features first. Counted in rounds (split) or provider
+    epochs (centralized); the default switches every term on from the start.
+    """
+
+    hold: int = Field(0, ge=0, description="rounds without the defense's edge loss")
+    ramp: int = Field(0, ge=0, description="rounds over which its weight then rises "
+                      "linearly to 1")
+
+    def weight(self, rnd: int) -> float:
+        """The edge loss's weight in round ``rnd`` (0-based): 0, then k/(ramp+1), then 1."""
+        if rnd < self.hold:
+            return 0.0
+        return min(1.0, (rnd - self.hold + 1) / (self.ramp + 1))
+
+
 class Training(Section):
     mode: Literal["split", "centralized"] = "split"
     rounds: int = Field(5, ge=0)
@@ -128,6 +150,18 @@ class Training(Section):
     batch_size: int = Field(32, ge=1)
     fraction: float = Field(1.0, gt=0, le=1, description="devices sampled per round")
     optimizer: Optimizer = Field(default_factory=Optimizer)
+    edge_loss_warmup: EdgeLossWarmup = Field(default_factory=EdgeLossWarmup)
+
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> Training:
+        span = self.rounds if self.mode == "split" else self.epochs
+        unit = "rounds" if self.mode == "split" else "epochs"
+        if self.edge_loss_warmup.hold and self.edge_loss_warmup.hold >= span:
+            raise ValueError(
+                f"edge_loss_warmup.hold ({self.edge_loss_warmup.hold}) must be below "
+                f"training.{unit} ({span}), or the defense's edge loss never trains: "
+                f"lower hold or raise {unit}")
+        return self
 
 
 class Inference(Section):

@@ -92,6 +92,13 @@ class NoiseEdge(OrthoEdge):
         return torch.randn(x.shape[0], *FEATURE, generator=self.noise)
 
 
+class TinyEdge(OrthoEdge):
+    """The invertible edge emitting small numbers, as a funnel's attention gates do."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.01 * super().forward(x)
+
+
 def make_cloud(edge: nn.Module, x: torch.Tensor, y: torch.Tensor) -> nn.Module:
     """Tiny cloud trained on the edge's features (the provider's model)."""
     g = torch.Generator().manual_seed(3)
@@ -318,6 +325,16 @@ def test_rmle_chunking_does_not_change_the_result(toy: Setting) -> None:
     whole = toy.run("rmle", iterations=20, init="randn")
     chunked = toy.run("rmle", iterations=20, init="randn", chunk_size=5)
     assert torch.allclose(whole, chunked, atol=1e-5)
+
+
+def test_rmle_feature_term_is_relative_to_the_feature_scale(toy: Setting) -> None:
+    tiny = Setting(TinyEdge)
+    same = tiny.run("rmle", lambda_tv=0.05)
+    assert torch.allclose(same, toy.run("rmle", lambda_tv=0.05), atol=1e-3)
+    assert _ssim(same, tiny.test_x).mean().item() > 0.95
+    # He et al.'s absolute error: the prior swamps a feature error of ~1e-4
+    absolute = tiny.run("rmle", lambda_tv=0.05, relative=False)
+    assert _ssim(absolute, tiny.test_x).mean().item() < 0.5
 
 
 # -- shared pieces ----------------------------------------------------------------

@@ -103,3 +103,45 @@ def test_centralized_without_provider_data_is_a_clear_error(smoke_raw, tmp_path)
         run_scenario(validate_scenario(smoke_raw), tmp_path / "c",
                      transport_factory=run_locally)
     assert '"status": "failed"' in (tmp_path / "c" / "manifest.json").read_text()
+
+
+class _CountingPenalty:
+    """A defense stand-in whose edge loss is sum(z^2) and counts its calls."""
+
+    calls = 0
+
+    def edge_loss(self, x, z, edge):
+        self.calls += 1
+        return z.pow(2).sum()
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.5, 1.0])
+def test_device_step_scales_the_edge_loss_by_the_warmup_weight(weight):
+    from simulator.engine.device import _device_step
+    torch.manual_seed(0)
+    edge = torch.nn.Linear(3, 2)
+    x = torch.randn(4, 3)
+    grad_z = torch.randn(4, 2)
+    penalty = _CountingPenalty()
+    opt = torch.optim.SGD(edge.parameters(), lr=0.0)  # keep the weights: compare grads
+    z = edge(x)
+    _device_step(penalty, edge, opt, x, z, grad_z, weight)
+    got = edge.weight.grad.clone()
+    expected = torch.autograd.grad(edge(x), edge.weight, grad_z)[0]
+    if weight > 0:
+        z2 = edge(x)
+        expected = expected + weight * torch.autograd.grad(z2.pow(2).sum(), edge.weight)[0]
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert penalty.calls == (1 if weight > 0 else 0)  # held-off terms are not computed
+
+
+def test_edge_loss_warmup_schedule_is_recorded_per_round(smoke_raw):
+    smoke_raw["training"].update(rounds=4, edge_loss_warmup={"hold": 1, "ramp": 1})
+    smoke_raw["tiers"][0]["defense"] = {"name": "nopeek"}
+    ws = build_workspace(validate_scenario(smoke_raw))
+    kit = ModelKit(ws)
+    edges, cloud_state = kit.initial_states()
+    outcome = run_split_training(ws, kit, LocalTransport(ws, Cloud(ws, cloud_state)),
+                                 edges, _quiet)
+    weights = pd.DataFrame(outcome.rounds).groupby("round")["edge_loss_weight"].first()
+    assert weights.tolist() == [0.0, 0.5, 1.0, 1.0]

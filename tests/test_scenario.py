@@ -124,3 +124,13 @@ def test_cli_validate_exits_nonzero_without_traceback(tmp_path, smoke_raw):
                          ids=lambda p: p.name)
 def test_every_shipped_scenario_validates(path):
     load_scenario(path)
+
+
+def test_edge_loss_warmup_weights_and_a_hold_that_never_ends(smoke_raw):
+    from simulator.scenario import EdgeLossWarmup
+    assert [EdgeLossWarmup().weight(r) for r in range(2)] == [1.0, 1.0]
+    ramp = EdgeLossWarmup(hold=2, ramp=3)
+    assert [ramp.weight(r) for r in range(7)] == [0, 0, 0.25, 0.5, 0.75, 1, 1]
+    smoke_raw["training"]["edge_loss_warmup"] = {"hold": smoke_raw["training"]["rounds"]}
+    with pytest.raises(ScenarioError, match="edge_loss_warmup.hold.*never trains"):
+        validate_scenario(smoke_raw)

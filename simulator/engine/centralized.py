@@ -44,20 +44,22 @@ def train_centralized(ws: Workspace, kit: ModelKit,
     rows, size = [], min(sc.training.batch_size, n)
     for epoch in range(sc.training.epochs):
         order = rng(sc.seed, "provider-epoch", epoch).permutation(n)
+        weight = sc.training.edge_loss_warmup.weight(epoch)
         losses = []
         for start in range(0, n - size + 1, size):
             idx = order[start:start + size]
             x = torch.from_numpy(ws.provider_x[idx])
             y = torch.from_numpy(ws.provider_y[idx])
             with seeded(derive_seed(sc.seed, "provider-step", epoch, start)):
-                loss = torch.stack([_tier_loss(kit, cloud, t, e, x, y, gens[t])
+                loss = torch.stack([_tier_loss(kit, cloud, t, e, x, y, gens[t], weight)
                                     for t, e in edges.items()]).mean()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
             opt.step()
             losses.append(float(loss.detach()))
         rows.append({"round": epoch, "tier": "all", "devices": 0,
-                     "loss": float(np.mean(losses)), "virtual_seconds": 0.0})
+                     "loss": float(np.mean(losses)), "edge_loss_weight": weight,
+                     "virtual_seconds": 0.0})
         progress("provider training", epoch + 1, sc.training.epochs,
                  f"loss {np.mean(losses):.3f}")
     debias_batchnorm(cloud)
@@ -66,9 +68,9 @@ def train_centralized(ws: Workspace, kit: ModelKit,
 
 def _tier_loss(kit: ModelKit, cloud: torch.nn.Module, tier: str, edge: torch.nn.Module,
                x: torch.Tensor,
-               y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+               y: torch.Tensor, gen: torch.Generator, weight: float) -> torch.Tensor:
     defense = kit.defenses[tier]
     z = defense.transform(edge(x), training=True, generator=gen)
     loss = defense.task_loss(cloud(z, tier), y)
-    extra = defense.edge_loss(x, z, edge)
-    return loss if extra is None else loss + extra
+    extra = defense.edge_loss(x, z, edge) if weight > 0 else None
+    return loss if extra is None else loss + weight * extra

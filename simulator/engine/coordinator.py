@@ -105,6 +105,7 @@ def _round_rows(ws: Workspace, kit: ModelKit, rnd: int,
                                  ws.scenario.training) for d, _ in per]
         rows.append({"round": rnd, "tier": tier, "devices": len(per),
                      "loss": float(np.mean([m["loss"] for _, m in per])),
+                     "edge_loss_weight": ws.scenario.training.edge_loss_warmup.weight(rnd),
                      "virtual_seconds": float(max(secs))})
     return rows
 

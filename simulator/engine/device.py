@@ -79,6 +79,7 @@ def run_train_job(job: TrainJob, ws: Workspace, kit: ModelKit,
     gens = {d: generator(ws.population.devices[d].seed, "transform", job.rnd)
             for d in job.device_ids}
     plans = {d: _batches(ws, d, job.rnd) for d in job.device_ids}
+    weight = ws.scenario.training.edge_loss_warmup.weight(job.rnd)
     losses = {d: [] for d in job.device_ids}
     for step in range(ws.scenario.training.local_steps):
         xs, ys, zs, idx = [], [], [], []
@@ -95,7 +96,8 @@ def run_train_job(job: TrainJob, ws: Workspace, kit: ModelKit,
         grads = torch.from_numpy(grads).split(sizes)
         for i, d in enumerate(job.device_ids):
             with seeded(derive_seed(ws.population.devices[d].seed, "edge-loss", job.rnd, step)):
-                _device_step(defense, edges[d], opts[d], xs[i], zs[i], grads[i])
+                _device_step(defense, edges[d], opts[d], xs[i], zs[i], grads[i],
+                             weight)
             losses[d].append(float(dev_losses[i]))
     weights = {d: float(len(ws.population.devices[d].train_idx)) for d in job.device_ids}
     state = weighted_average([(state_of(edges[d]), weights[d]) for d in job.device_ids])
@@ -104,14 +106,15 @@ def run_train_job(job: TrainJob, ws: Workspace, kit: ModelKit,
     return TrainResult(job.node, state, sum(weights.values()), per_device)
 
 
-def _device_step(defense, edge, opt, x, z, grad_z) -> None:
-    """Back-propagate the cloud's gradient plus the defense's device-side term."""
+def _device_step(defense, edge, opt, x, z, grad_z, weight: float = 1.0) -> None:
+    """Back-propagate the cloud's gradient plus the defense's device-side term, scaled
+    by the warm-up ``weight`` (not even computed at 0: stateful terms stay untouched)."""
     opt.zero_grad(set_to_none=True)
-    extra = defense.edge_loss(x, z, edge)
+    extra = defense.edge_loss(x, z, edge) if weight > 0 else None
     tensors, grads = [z], [grad_z]
     if extra is not None:
         tensors.append(extra)
-        grads.append(torch.ones_like(extra))
+        grads.append(torch.full_like(extra, weight))
     torch.autograd.backward(tensors, grads)
     opt.step()
 

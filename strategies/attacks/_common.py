@@ -31,6 +31,7 @@ InitKind = Literal["zeros", "randn", "mean"]
 Shape = tuple[int, int, int]
 
 _TV_EPS = 1e-8  # inside the root: TV_1 is not differentiable where the image is flat
+_SCALE_FLOOR = 1e-12  # an all-zero target keeps a finite relative feature term
 
 
 class Normalizer(nn.Module):
@@ -174,8 +175,15 @@ def invert_by_optimisation(
     encoder: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor,
     start: torch.Tensor, *, iterations: int, lr: float, lambda_tv: float,
     tv_beta: float = 1.0, lambda_l2: float = 0.0, chunk_size: int = 128,
+    relative: bool = True,
 ) -> torch.Tensor:
     """rMLE: ``argmin_x mse(E(x), z) + lambda_tv TV_beta(x) + lambda_l2 mean(x^2)``.
+
+    With ``relative`` the feature term is divided by the target's own mean square
+    (per image), so it is the *relative* feature error: the priors' weights then mean
+    the same for every edge, and an edge cannot defeat the attack merely by emitting
+    small numbers (a funnel's attention gates shrink z to ~1e-2, where an absolute
+    ``mse`` is ~1e-4 and any TV weight flattens the image).
 
     Every term is per image and the batch loss is their sum, so each image follows
     exactly the optimisation it would follow alone (Adam is per element): chunking only
@@ -196,11 +204,13 @@ def invert_by_optimisation(
     out = []
     for i in range(0, z.shape[0], chunk_size):
         target = z[i:i + chunk_size].detach()
+        scale = (target.pow(2).flatten(1).mean(1).clamp_min(_SCALE_FLOOR) if relative
+                 else torch.ones(target.shape[0], device=target.device))
         x = start[i:i + chunk_size].detach().clone().requires_grad_(True)
         opt = torch.optim.Adam([x], lr=lr)
         for _ in range(iterations):
             opt.zero_grad(set_to_none=True)
-            feat = (encoder(x) - target).pow(2).flatten(1).mean(1)
+            feat = (encoder(x) - target).pow(2).flatten(1).mean(1) / scale
             loss = feat + lambda_tv * total_variation(x, tv_beta)
             if lambda_l2 > 0:
                 loss = loss + lambda_l2 * x.pow(2).flatten(1).mean(1)

@@ -21,7 +21,8 @@ class RMLE(Attack):
     """White-box rMLE (He, Zhang, Lee, "Model Inversion Attacks Against Collaborative
     Inference", ACSAC 2019, https://doi.org/10.1145/3359789.3359824).
 
-    ``x_hat = argmin_x mse(E(x), z) + lambda_tv TV_beta(x) + lambda_l2 mean(x^2)``,
+    ``x_hat = argmin_x mse(E(x), z) / mean(z^2) + lambda_tv TV_beta(x)
+    + lambda_l2 mean(x^2)``,
     optimised with Adam for all observed rows at once (in chunks of ``chunk_size``; the
     loss is a sum of per-image terms, so chunking does not change any result). ``x``
     lives in [0, 1] directly and is clamped after every step (projected Adam), because
@@ -35,7 +36,11 @@ class RMLE(Attack):
     Defaults: Adam lr 1e-2 and 500 iterations (He et al., shallow cuts). ``TV_beta`` is
     He et al.'s ``(dh^2 + dw^2)^(beta/2)`` with beta 1, *averaged* over pixels and
     channels (so ``lambda_tv`` does not scale with image size); the feature term is the
-    mean squared error over feature elements. He et al. use lambda_TV 0 at conv11, 1e1
+    mean squared error over feature elements *relative* to the observed feature's mean
+    square, per image (``relative: false`` gives He et al.'s absolute error): funnel
+    edges emit features of ~1e-2, where an absolute error of ~1e-4 lets any TV weight
+    flatten the image to a constant, and a defense must not win by scaling z down.
+    He et al. use lambda_TV 0 at conv11, 1e1
     at ReLU22 and 1e3 at ReLU32 with a different TV normalisation; our default 0.05 is
     chosen for shallow cuts (weak smoothing that removes high-frequency artefacts
     without blurring; sweep it for deeper cuts). ``init="mean"`` starts from the mean
@@ -49,6 +54,7 @@ class RMLE(Attack):
         lambda_tv: float = Field(0.05, ge=0.0, le=1e6)
         tv_beta: float = Field(1.0, gt=0.0, le=2.0)
         lambda_l2: float = Field(0.0, ge=0.0, le=1e6)
+        relative: bool = Field(True, description="feature error relative to mean(z^2)")
         init: InitKind = "mean"
         chunk_size: int = Field(128, ge=1, le=65_536,
                                 description="rows optimised together (memory only)")
@@ -91,5 +97,5 @@ class RMLE(Attack):
         x = invert_by_optimisation(
             self._encoder, z.to(device), start, iterations=p.iterations, lr=p.lr,
             lambda_tv=p.lambda_tv, tv_beta=p.tv_beta, lambda_l2=p.lambda_l2,
-            chunk_size=p.chunk_size)
+            chunk_size=p.chunk_size, relative=p.relative)
         return x.to(z.device)
