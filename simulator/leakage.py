@@ -2,8 +2,9 @@
 
 Turns :class:`simulator.adversary.TierLeakage` results into the run directory's tables:
 ``leakage_images`` (one row per reconstructed image), wide per-device columns
-``<metric>_<attack>`` (plus ``worst_case``: for each device, the attack with the highest
-mean SSIM) and per-tier ``<metric>_<attack>_mean/_lo/_hi`` with information metrics.
+``<metric>_<attack>`` (plus ``worst_case``: for each device and metric, the most
+leaking attack's value) and per-tier ``<metric>_<attack>_mean/_lo/_hi`` with information
+metrics.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ __all__ = ["device_leakage", "images_table", "merge_leakage", "save_reconstructi
 
 _METRICS = {"ssim": "ssim", "psnr": "psnr", "mse": "mse", "attack_acc": "eval_correct",
             "nn_ident": "nn_correct"}
+_LOWER_LEAKS = {"mse"}  # every other metric: higher = more leakage
 
 
 def images_table(results: list[TierLeakage]) -> pd.DataFrame:
@@ -47,12 +49,16 @@ def device_leakage(images: pd.DataFrame) -> pd.DataFrame:
     frame = pd.DataFrame(list(rows.values()))
     attacks = sorted(images["attack"].unique())
     if len(frame) and attacks:
+        # The adversary may pick a different attack per goal (the sharpest image need
+        # not be the most identifiable), so each metric's worst case is its own; the
+        # SSIM interval and ``worst_case_attack`` follow the highest-SSIM attack.
         ssim = frame[[f"ssim_{a}" for a in attacks]].to_numpy()
         worst = np.nanargmax(np.where(np.isnan(ssim), -np.inf, ssim), axis=1)
         frame["worst_case_attack"] = [attacks[i] for i in worst]
         for name in [*_METRICS, "recognisable"]:
             values = frame[[f"{name}_{a}" for a in attacks]].to_numpy()
-            frame[f"{name}_worst_case"] = values[np.arange(len(frame)), worst]
+            pick = np.nanmin if name in _LOWER_LEAKS else np.nanmax
+            frame[f"{name}_worst_case"] = pick(values, axis=1)
         for side in ("lo", "hi"):
             values = frame[[f"ssim_{a}_{side}" for a in attacks]].to_numpy()
             frame[f"ssim_worst_case_{side}"] = values[np.arange(len(frame)), worst]

@@ -90,9 +90,13 @@ def test_leakage_tables_and_rerun_give_the_same_numbers(smoke_raw, tmp_path):
         assert devices[f"ssim_{attack}"].between(-1, 1).all()
         assert f"ssim_{attack}_mean" in tiers and f"attack_acc_{attack}_mean" in tiers
     assert set(images["threat_model"]) == {"black_box_query", "white_box", "query_free"}
-    # worst case = the attack with the highest SSIM, per device
-    per = devices[[f"ssim_{a}" for a in ("inverse_network", "rmle", "query_free")]]
-    np.testing.assert_allclose(devices["ssim_worst_case"], per.max(axis=1))
+    # worst case = per device and metric, the most leaking attack
+    names = ("inverse_network", "rmle", "query_free")
+    for metric, worst in (("ssim", "max"), ("attack_acc", "max"), ("nn_ident", "max"),
+                          ("mse", "min")):
+        per = devices[[f"{metric}_{a}" for a in names]]
+        np.testing.assert_allclose(devices[f"{metric}_worst_case"],
+                                   getattr(per, worst)(axis=1))
     for column in ("dcor2_bc", "mi_nats", "mi_paper_nats", "nonzero_per_sample",
                    "eval_acc_real", "chance"):
         assert tiers[column].notna().all(), column
