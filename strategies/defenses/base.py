@@ -93,7 +93,11 @@ class Defense:
 
     # -- training -----------------------------------------------------------------------
     def edge_loss(self, x: torch.Tensor, z: torch.Tensor, edge: DefendedEdge) -> torch.Tensor | None:
-        """Device-side loss term on input ``x`` and transmitted feature ``z``."""
+        """Device-side loss term on input ``x`` and transmitted feature ``z``.
+
+        The engine multiplies it by ``training.edge_loss_warmup``'s weight of the round
+        and skips the call while that weight is 0.
+        """
         return None
 
     def task_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
