@@ -14,7 +14,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from simulator.engine.workspace import ModelKit, Workspace, make_optimizer, state_of
+from simulator.engine.workspace import (ModelKit, Workspace, make_optimizer, state_of,
+                                         weighted_edge_loss)
 from strategies.models import debias_batchnorm
 from simulator.seeding import derive_seed, generator, rng, seeded
 
@@ -72,5 +73,5 @@ def _tier_loss(kit: ModelKit, cloud: torch.nn.Module, tier: str, edge: torch.nn.
     defense = kit.defenses[tier]
     z = defense.transform(edge(x), training=True, generator=gen)
     loss = defense.task_loss(cloud(z, tier), y)
-    extra = defense.edge_loss(x, z, edge) if weight > 0 else None
-    return loss if extra is None else loss + weight * extra
+    extra = weighted_edge_loss(defense, x, z, edge, weight)
+    return loss if extra is None else loss + extra

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from simulator.engine.workspace import ModelKit, Workspace, make_optimizer, state_of
+from simulator.engine.workspace import (ModelKit, Workspace, make_optimizer, state_of,
+                                         weighted_edge_loss)
 from simulator.seeding import derive_seed, generator, rng, seeded
 from strategies.federation import weighted_average
 
@@ -108,13 +109,13 @@ def run_train_job(job: TrainJob, ws: Workspace, kit: ModelKit,
 
 def _device_step(defense, edge, opt, x, z, grad_z, weight: float = 1.0) -> None:
     """Back-propagate the cloud's gradient plus the defense's device-side term, scaled
-    by the warm-up ``weight`` (not even computed at 0: stateful terms stay untouched)."""
+    by the warm-up ``weight``."""
     opt.zero_grad(set_to_none=True)
-    extra = defense.edge_loss(x, z, edge) if weight > 0 else None
+    extra = weighted_edge_loss(defense, x, z, edge, weight)
     tensors, grads = [z], [grad_z]
     if extra is not None:
         tensors.append(extra)
-        grads.append(torch.full_like(extra, weight))
+        grads.append(torch.ones_like(extra))
     torch.autograd.backward(tensors, grads)
     opt.step()
 

@@ -23,7 +23,8 @@ from strategies.defenses import DEFENSES, DefendedEdge, Defense
 from strategies.models import BACKBONES, CloudModel, EdgeCost, build_cloud, build_edge, \
     debias_batchnorm, edge_cost
 
-__all__ = ["EncoderChoice", "ModelKit", "Workspace", "make_optimizer", "state_of"]
+__all__ = ["EncoderChoice", "ModelKit", "Workspace", "make_optimizer", "state_of",
+           "weighted_edge_loss"]
 
 
 @dataclass(frozen=True)
@@ -134,3 +135,13 @@ def make_optimizer(params: Any, cfg: Optimizer) -> torch.optim.Optimizer:
                                weight_decay=cfg.weight_decay)
     cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
     return cls(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+
+
+def weighted_edge_loss(defense: Defense, x: torch.Tensor, z: torch.Tensor,
+                       edge: nn.Module, weight: float) -> torch.Tensor | None:
+    """The defense's edge loss times the round's warm-up ``weight``; None without a
+    term, and not computed at all at weight 0 (stateful terms stay untouched)."""
+    if weight <= 0:
+        return None
+    extra = defense.edge_loss(x, z, edge)
+    return None if extra is None else weight * extra

@@ -205,7 +205,7 @@ def invert_by_optimisation(
     for i in range(0, z.shape[0], chunk_size):
         target = z[i:i + chunk_size].detach()
         scale = (target.pow(2).flatten(1).mean(1).clamp_min(_SCALE_FLOOR) if relative
-                 else torch.ones(target.shape[0], device=target.device))
+                 else 1.0)
         x = start[i:i + chunk_size].detach().clone().requires_grad_(True)
         opt = torch.optim.Adam([x], lr=lr)
         for _ in range(iterations):

@@ -40,8 +40,8 @@ class RMLE(Attack):
     square, per image (``relative: false`` gives He et al.'s absolute error): funnel
     edges emit features of ~1e-2, where an absolute error of ~1e-4 lets any TV weight
     flatten the image to a constant, and a defense must not win by scaling z down.
-    He et al. use lambda_TV 0 at conv11, 1e1
-    at ReLU22 and 1e3 at ReLU32 with a different TV normalisation; our default 0.05 is
+    He et al. use lambda_TV 0 at conv11, 1e1 at ReLU22 and 1e3 at ReLU32 with a
+    different TV normalisation and the absolute error; our default 0.05 is
     chosen for shallow cuts (weak smoothing that removes high-frequency artefacts
     without blurring; sweep it for deeper cuts). ``init="mean"`` starts from the mean
     auxiliary image, the [0, 1]-space equivalent of He et al.'s zero start in
