@@ -22,7 +22,7 @@ from strategies.registry import Registry
 __all__ = ["Scenario", "Tier", "DeviceProfile", "Training", "EdgeLossWarmup",
            "Partition", "Splits",
            "Inference", "Observation", "Adversary", "Auxiliary", "Information", "RayConfig", "FlowerConfig",
-           "ModelSection", "Sweep", "plugin_params"]
+           "ModelSection", "Sweep", "Faults", "plugin_params"]
 
 
 class Section(BaseModel):
@@ -249,6 +249,45 @@ class FlowerConfig(Section):
                                   "node carries (cohort)")
 
 
+class NodeFault(Section):
+    """Kill the actor of Flower node ``node`` (a device cohort) in round ``round``."""
+
+    round: int = Field(ge=0, description="0-based training round")
+    node: int = Field(ge=0, description="node index (cohorts are numbered tier by tier)")
+    step: int = Field(0, ge=0, description="local step at which it dies")
+
+
+class CloudFault(Section):
+    """Kill the cloud's process during training round ``round``."""
+
+    round: int = Field(ge=0, description="0-based training round")
+    exchange: int = Field(0, ge=0, description="it dies at this (0-based) split-learning "
+                          "exchange of the round")
+
+
+class AdversaryFault(Section):
+    """Kill the adversary process attacking (``tier``, ``attack``), ``times`` times."""
+
+    tier: str
+    attack: str = Field(description="an attack label, or 'information'")
+    times: int = Field(1, ge=1, le=2, description="1: the retry succeeds; 2: the retry "
+                       "dies too and the attack is recorded as failed")
+
+
+class Faults(Section):
+    """Injected faults, for tests and robustness studies (nothing by default).
+
+    Each fires on the first attempt only: a round that the run repeats after a cloud
+    restart, or an attack it retries, is not killed again.
+    """
+
+    kill_node: tuple[NodeFault, ...] = ()
+    kill_cloud: tuple[CloudFault, ...] = ()
+    kill_adversary: tuple[AdversaryFault, ...] = ()
+    device_crash_probability: float = Field(0.0, ge=0, lt=1, description="chance that "
+                                            "a training device crashes mid-round")
+
+
 class Sweep(Section):
     """A grid of scenario variants, each axis a dotted override path and its values."""
 
@@ -285,6 +324,7 @@ class Scenario(Section):
     adversary: Adversary = Field(default_factory=Adversary)
     ray: RayConfig = Field(default_factory=RayConfig)
     flower: FlowerConfig = Field(default_factory=FlowerConfig)
+    faults: Faults = Field(default_factory=Faults)
     sweep: Sweep | None = None
 
     @field_validator("tiers")
@@ -308,6 +348,40 @@ class Scenario(Section):
             raise ValueError(f"`devices` is {self.devices} but tier counts sum to "
                              f"{self.num_devices}")
         return self
+
+    @model_validator(mode="after")
+    def _faults_exist(self) -> Scenario:
+        f, problems = self.faults, []
+        rounds = self.training.rounds if self.training.mode == "split" else 0
+        for key, items in (("kill_node", f.kill_node), ("kill_cloud", f.kill_cloud)):
+            for i, item in enumerate(items):
+                if item.round >= rounds:
+                    problems.append(f"faults.{key}[{i}].round is {item.round}, but split "
+                                    f"training runs rounds 0-{rounds - 1}")
+        for i, node in enumerate(f.kill_node):
+            if node.node >= self.num_nodes:
+                problems.append(f"faults.kill_node[{i}].node is {node.node}, but the "
+                                f"scenario has nodes 0-{self.num_nodes - 1}")
+            if node.step >= self.training.local_steps:
+                problems.append(f"faults.kill_node[{i}].step must be below "
+                                f"training.local_steps ({self.training.local_steps})")
+        labels = [a.label or a.name for a in self.adversary.attacks] + ["information"]
+        for i, adv in enumerate(f.kill_adversary):
+            if adv.tier not in {t.name for t in self.tiers}:
+                problems.append(f"faults.kill_adversary[{i}].tier {adv.tier!r} is not a "
+                                "tier of the scenario")
+            if adv.attack not in labels:
+                problems.append(f"faults.kill_adversary[{i}].attack {adv.attack!r} is not "
+                                f"one of {labels}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def num_nodes(self) -> int:
+        """Flower nodes: each tier's devices in cohorts of ``flower.devices_per_node``."""
+        per = self.flower.devices_per_node
+        return sum(-(-n // per) for n in self.tier_counts().values())
 
     def tier_counts(self) -> dict[str, int]:
         """Devices per tier; fractions are rounded by largest remainder to `devices`."""
