@@ -16,7 +16,6 @@ import torch
 
 from simulator.engine.workspace import (ModelKit, Workspace, make_optimizer, state_of,
                                          weighted_edge_loss)
-from strategies.models import debias_batchnorm
 from simulator.seeding import derive_seed, generator, rng, seeded
 
 __all__ = ["train_centralized"]
@@ -25,8 +24,16 @@ __all__ = ["train_centralized"]
 def train_centralized(ws: Workspace, kit: ModelKit,
                       edge_states: dict[str, dict[str, torch.Tensor]],
                       cloud_state: dict[str, torch.Tensor],
-                      progress: Callable[[str, int, int, str], None]):
-    """Train all tiers on the provider split; returns (edge states, cloud state, rows)."""
+                      progress: Callable[[str, int, int, str], None],
+                      start_epoch: int = 0, optimizer_state: dict | None = None,
+                      rows: list[dict] | None = None,
+                      on_epoch_end: Callable[..., None] | None = None):
+    """Train all tiers on the provider split; returns (edge states, cloud state, rows).
+
+    Continues from ``start_epoch`` with the optimiser's saved state (a resumed run);
+    ``on_epoch_end(epoch, edge_states, cloud_state, optimizer_state, rows)`` lets the
+    run checkpoint every epoch. The returned weights are trained, not yet deployed.
+    """
     sc = ws.scenario
     n = len(ws.provider_y)
     if n == 0:
@@ -41,9 +48,13 @@ def train_centralized(ws: Workspace, kit: ModelKit,
     cloud.train()
     params = itertools.chain(cloud.parameters(), *(e.parameters() for e in edges.values()))
     opt = make_optimizer(params, sc.training.optimizer)
-    gens = {t: generator(sc.seed, "provider-transform", t) for t in edges}
-    rows, size = [], min(sc.training.batch_size, n)
-    for epoch in range(sc.training.epochs):
+    if optimizer_state is not None:
+        opt.load_state_dict(optimizer_state)
+    rows, size = list(rows or []), min(sc.training.batch_size, n)
+    for epoch in range(start_epoch, sc.training.epochs):
+        # A generator per epoch (not one for the whole run): a resumed run draws the
+        # same noise as one that was never stopped.
+        gens = {t: generator(sc.seed, "provider-transform", t, epoch) for t in edges}
         order = rng(sc.seed, "provider-epoch", epoch).permutation(n)
         weight = sc.training.edge_loss_warmup.weight(epoch)
         losses = []
@@ -63,8 +74,10 @@ def train_centralized(ws: Workspace, kit: ModelKit,
                      "virtual_seconds": 0.0})
         progress("provider training", epoch + 1, sc.training.epochs,
                  f"loss {np.mean(losses):.3f}")
-    debias_batchnorm(cloud)
-    return {t: kit.deployed(t, state_of(e)) for t, e in edges.items()}, state_of(cloud), rows
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, {t: state_of(e) for t, e in edges.items()},
+                         state_of(cloud), opt.state_dict(), rows)
+    return {t: state_of(e) for t, e in edges.items()}, state_of(cloud), rows
 
 
 def _tier_loss(kit: ModelKit, cloud: torch.nn.Module, tier: str, edge: torch.nn.Module,

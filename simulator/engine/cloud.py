@@ -10,17 +10,37 @@ concurrent actors. Plain Python: the Flower/Ray seam wraps it in an actor.
 from __future__ import annotations
 
 import copy
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from simulator.engine.observations import ObservationLog, TierObservations
+from simulator.faults import die
 from simulator.engine.workspace import ModelKit, Workspace, make_optimizer, state_of
 from simulator.seeding import derive_seed, seeded
-from strategies.models import debias_batchnorm
 from strategies.federation import weighted_average
 
-__all__ = ["Cloud"]
+__all__ = ["Cloud", "CloudService"]
+
+
+class CloudService(Protocol):
+    """What the coordinator calls on the cloud, wherever it runs (in-process or an actor).
+
+    Devices call :meth:`exchange` and :meth:`infer` directly; the coordinator the rest.
+    """
+
+    def exchange(self, rnd: int, node: int, tier: str, z: np.ndarray, y: np.ndarray,
+                 device_ids: np.ndarray, samples: np.ndarray,
+                 sizes: list[int]) -> tuple[np.ndarray, np.ndarray]: ...
+    def infer(self, tier: str, z: np.ndarray, device_ids: np.ndarray,
+              samples: np.ndarray) -> np.ndarray: ...
+    def aggregate(self, weights: dict[int, float]) -> None: ...
+    def discard_round(self) -> None: ...
+    def arm_crash(self, rnd: int, exchange: int | None) -> None: ...
+    def drain(self) -> dict[str, TierObservations]: ...
+    def load(self, state: dict[str, torch.Tensor]) -> None: ...
+    def state(self) -> dict[str, torch.Tensor]: ...
 
 
 def _group(key: str) -> str | None:
@@ -50,8 +70,9 @@ class Cloud:
         self.model.load_state_dict(state)
         self._copies: dict[int, tuple[torch.nn.Module, torch.optim.Optimizer]] = {}
         self._steps: dict[int, int] = {}
-        obs = workspace.scenario.observation
-        self.log = ObservationLog(obs.phases, obs.training_per_device)
+        self._crash: tuple[int, int] | None = None  # (round, exchange) of a fault
+        self._exchanges = 0
+        self.log = ObservationLog(workspace.scenario.observation.phases)
 
     def exchange(self, rnd: int, node: int, tier: str, z: np.ndarray, y: np.ndarray,
                  device_ids: np.ndarray, samples: np.ndarray,
@@ -62,6 +83,9 @@ class Cloud:
         the gradient of its own mean loss (hence the factor ``len(sizes)``). Returns the
         feature gradients and each device's task loss.
         """
+        if self._crash and self._crash == (rnd, self._exchanges):
+            die(f"cloud in round {rnd}")
+        self._exchanges += 1
         if node not in self._copies:
             model = copy.deepcopy(self.model).train()
             opt = make_optimizer(model.parameters(), self.ws.scenario.training.optimizer)
@@ -102,8 +126,17 @@ class Cloud:
                     merged.update(weighted_average([({k: states[n][k] for k in keys},
                                                      weights[n]) for n in members]))
             self.model.load_state_dict(merged)
+        self.discard_round()
+
+    def discard_round(self) -> None:
+        """Drop the round's per-node copies (a round that is being repeated)."""
         self._copies.clear()
         self._steps.clear()
+        self._exchanges = 0
+
+    def arm_crash(self, rnd: int, exchange: int | None) -> None:
+        """An injected fault: die at the ``exchange``-th exchange of round ``rnd``."""
+        self._crash = None if exchange is None else (rnd, exchange)
 
     @torch.no_grad()
     def infer(self, tier: str, z: np.ndarray, device_ids: np.ndarray,
@@ -113,15 +146,12 @@ class Cloud:
         self.model.eval()
         return self.model(torch.from_numpy(z), tier).argmax(dim=1).numpy()
 
-    def deploy(self) -> None:
-        """Training is over: de-bias BatchNorm statistics of the model that serves."""
-        debias_batchnorm(self.model)
-
     def load(self, state: dict[str, torch.Tensor]) -> None:
         self.model.load_state_dict(state)
 
     def state(self) -> dict[str, torch.Tensor]:
         return state_of(self.model)
 
-    def observations(self) -> dict[str, TierObservations]:
-        return self.log.export()
+    def drain(self) -> dict[str, TierObservations]:
+        """Features received since the last drain (the run keeps them on disk)."""
+        return self.log.drain()

@@ -10,39 +10,71 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 import torch
 
-from simulator.latency import training_seconds
+from simulator.engine.cloud import CloudService
 from simulator.engine.device import InferJob, InferResult, TrainJob, TrainResult
+from simulator.engine.observations import TierObservations
 from simulator.engine.workspace import ModelKit, Workspace
+from simulator.faults import FaultPlan
+from simulator.latency import training_seconds
 from simulator.seeding import rng
 from strategies.federation import weighted_average
 
-__all__ = ["Transport", "TrainingOutcome", "run_inference", "run_split_training",
+__all__ = ["Delivery", "Transport", "TrainState", "run_inference", "run_split_training",
            "sample_round"]
 
 Progress = Callable[[str, int, int, str], None]
+R = TypeVar("R")
+RoundEnd = Callable[["TrainState", dict[str, TierObservations]], None]
+_CLOUD_RESTARTS = 2      # per round: a cloud that keeps dying is a bug, not a fault
+_INFER_ATTEMPTS = 3
+
+
+@dataclass
+class Delivery(Generic[R]):
+    """What came back from a batch of node jobs: results, and the nodes that died."""
+
+    results: list[R]
+    failed: dict[int, str] = field(default_factory=dict)   # node -> reason
 
 
 class Transport(Protocol):
     """How the coordinator reaches device cohorts and the cloud."""
 
-    def train(self, jobs: list[TrainJob]) -> list[TrainResult]: ...
-    def infer(self, jobs: list[InferJob]) -> list[InferResult]: ...
-    def cloud(self, method: str, *args: Any) -> Any: ...
-    def attack(self, edge_states: dict, cloud_state: dict, observations: dict) -> list: ...
+    cloud: CloudService
+
+    def train(self, jobs: list[TrainJob]) -> Delivery[TrainResult]: ...
+    def infer(self, jobs: list[InferJob]) -> Delivery[InferResult]: ...
+    def cloud_alive(self) -> bool: ...
+    def restart_cloud(self, state: dict[str, torch.Tensor]) -> None: ...
 
 
 @dataclass
-class TrainingOutcome:
+class TrainState:
+    """Everything split training has produced after ``next_round`` rounds: what a round
+    checkpoint holds. Device optimisers and the cloud's per-node copies live for one
+    round only, and every random draw derives from (seed, round, device, step), so this
+    is all a resumed run needs to continue bit for bit."""
+
+    next_round: int
     edge_states: dict[str, dict[str, torch.Tensor]]
-    rounds: list[dict[str, Any]]              # one row per round (and tier)
-    participation: dict[int, int]              # device -> rounds trained
-    device_loss: dict[int, float]              # device -> last training loss
+    cloud_state: dict[str, torch.Tensor]
+    rounds: list[dict[str, Any]] = field(default_factory=list)   # one row per round and tier
+    participation: dict[int, int] = field(default_factory=dict)  # device -> rounds trained
+    rounds_failed: dict[int, int] = field(default_factory=dict)  # device -> rounds lost
+    device_loss: dict[int, float] = field(default_factory=dict)  # device -> last loss
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def initial(cls, ws: Workspace, edge_states: dict, cloud_state: dict) -> TrainState:
+        ids = [d.device_id for d in ws.population.devices]
+        return cls(0, edge_states, cloud_state, participation=dict.fromkeys(ids, 0),
+                   rounds_failed=dict.fromkeys(ids, 0))
 
 
 def sample_round(ws: Workspace, rnd: int) -> dict[int, list[int]]:
@@ -65,31 +97,87 @@ def sample_round(ws: Workspace, rnd: int) -> dict[int, list[int]]:
 
 
 def run_split_training(ws: Workspace, kit: ModelKit, transport: Transport,
-                       edge_states: dict[str, dict[str, torch.Tensor]],
-                       progress: Progress) -> TrainingOutcome:
-    """SplitFed rounds: cohorts train against the cloud; tiers are averaged at round end."""
+                       state: TrainState, progress: Progress,
+                       on_round_end: RoundEnd | None = None) -> TrainState:
+    """SplitFed rounds from ``state.next_round`` on; tiers are averaged at round end.
+
+    A node that dies loses its cohort's round (recorded per device); a dead cloud is
+    restarted from the state of the last round end and the round is repeated.
+    ``on_round_end(state, observations)`` receives the round's drained observation log
+    (the run checkpoints both). Returns the final state (edges not yet deployed).
+    """
     pop, rounds = ws.population, ws.scenario.training.rounds
-    history, taken, last_loss = [], {d.device_id: 0 for d in pop.devices}, {}
-    for rnd in range(rounds):
+    faults = FaultPlan(ws.scenario.faults, ws.scenario.seed)
+    for rnd in range(state.next_round, rounds):
         chosen = sample_round(ws, rnd)
-        jobs = [TrainJob(rnd, node, pop.node_tier(node), tuple(ids),
-                         edge_states[pop.node_tier(node)]) for node, ids in chosen.items()]
-        results = sorted(transport.train(jobs), key=lambda r: r.node)
-        for tier in edge_states:
-            mine = [(r.edge_state, r.weight) for r in results if pop.node_tier(r.node) == tier]
-            if mine:
-                edge_states[tier] = weighted_average(mine)
-        transport.cloud("aggregate", {r.node: r.weight for r in results})
-        for r in results:
-            for d, m in r.per_device.items():
-                taken[d] += 1
-                last_loss[d] = m["loss"]
-        history.extend(_round_rows(ws, kit, rnd, results))
-        loss = np.mean([m["loss"] for r in results for m in r.per_device.values()])
-        progress("train", rnd + 1, rounds, f"loss {loss:.3f}")
-    deployed = {t: kit.deployed(t, s) for t, s in edge_states.items()}
-    transport.cloud("deploy")
-    return TrainingOutcome(deployed, history, taken, last_loss)
+        for attempt in range(_CLOUD_RESTARTS + 1):
+            transport.cloud.arm_crash(rnd, faults.cloud_exchange(rnd, attempt))
+            jobs = [TrainJob(rnd, node, pop.node_tier(node), tuple(ids),
+                             state.edge_states[pop.node_tier(node)],
+                             faults.node_step(rnd, node, attempt))
+                    for node, ids in chosen.items()]
+            delivery = transport.train(jobs)
+            if not delivery.failed or transport.cloud_alive():
+                break
+            reason = "the cloud's process died"
+            state.failures.append({"stage": "train", "round": rnd, "kind": "cloud",
+                                   "reason": reason, "action": "restarted from the "
+                                   "last round's state; round repeated"})
+            progress("fault", rnd + 1, rounds, f"{reason} in round {rnd}: restarted from "
+                     "the last round's state, repeating the round")
+            transport.restart_cloud(state.cloud_state)
+        else:
+            raise RuntimeError(f"the cloud died {_CLOUD_RESTARTS + 1} times in round {rnd}")
+        _absorb_round(ws, kit, transport, state, rnd, jobs, delivery, progress)
+        state.next_round = rnd + 1
+        state.cloud_state = transport.cloud.state()
+        observed = transport.cloud.drain()
+        if on_round_end is not None:
+            on_round_end(state, observed)
+    return state
+
+
+def _absorb_round(ws: Workspace, kit: ModelKit, transport: Transport, state: TrainState,
+                  rnd: int, jobs: list[TrainJob], delivery: Delivery[TrainResult],
+                  progress: Progress) -> None:
+    """Average what finished, count who trained and who was lost."""
+    pop, rounds = ws.population, ws.scenario.training.rounds
+    results = sorted((r for r in delivery.results if r.weight > 0), key=lambda r: r.node)
+    for tier in state.edge_states:
+        mine = [(r.edge_state, r.weight) for r in results if pop.node_tier(r.node) == tier]
+        if mine:
+            state.edge_states[tier] = weighted_average(mine)
+    transport.cloud.aggregate({r.node: r.weight for r in results})
+    crashed = []
+    for r in delivery.results:
+        for d, m in r.per_device.items():
+            if m.get("failed"):
+                state.rounds_failed[d] += 1
+                crashed.append(d)
+            else:
+                state.participation[d] += 1
+                state.device_loss[d] = m["loss"]
+    if crashed:
+        state.failures.append({"stage": "train", "round": rnd, "kind": "device_crash",
+                               "devices": sorted(crashed), "reason": "injected crash"})
+    for job in jobs:
+        if job.node in delivery.failed:
+            for d in job.device_ids:
+                state.rounds_failed[d] += 1
+            state.failures.append({"stage": "train", "round": rnd, "kind": "node",
+                                   "node": job.node, "devices": list(job.device_ids),
+                                   "reason": delivery.failed[job.node]})
+            progress("fault", rnd + 1, rounds,
+                     f"node {job.node} (tier {job.tier}, devices {_span(job.device_ids)}) "
+                     f"died in round {rnd}: its devices' round is lost")
+    state.rounds.extend(_round_rows(ws, kit, rnd, delivery.results))
+    losses = [m["loss"] for r in results for m in r.per_device.values() if not m["failed"]]
+    progress("train", rnd + 1, rounds,
+             f"loss {np.mean(losses):.3f}" if losses else "no device finished")
+
+
+def _span(ids: tuple[int, ...]) -> str:
+    return f"{ids[0]}-{ids[-1]}" if len(ids) > 1 else str(ids[0])
 
 
 def _round_rows(ws: Workspace, kit: ModelKit, rnd: int,
@@ -97,13 +185,15 @@ def _round_rows(ws: Workspace, kit: ModelKit, rnd: int,
     """Per tier: devices, mean loss and the round's simulated duration (slowest device)."""
     rows = []
     for tier in kit.tiers:
-        per = [(d, m) for r in results if ws.population.node_tier(r.node) == tier
-               for d, m in r.per_device.items()]
+        mine = [(d, m) for r in results if ws.population.node_tier(r.node) == tier
+                for d, m in r.per_device.items()]
+        per = [(d, m) for d, m in mine if not m["failed"]]
         if not per:
             continue
         secs = [training_seconds(kit.costs[tier], ws.population.devices[d].profile,
                                  ws.scenario.training) for d, _ in per]
         rows.append({"round": rnd, "tier": tier, "devices": len(per),
+                     "devices_crashed": len(mine) - len(per),
                      "loss": float(np.mean([m["loss"] for _, m in per])),
                      "edge_loss_weight": ws.scenario.training.edge_loss_warmup.weight(rnd),
                      "virtual_seconds": float(max(secs))})
@@ -112,13 +202,38 @@ def _round_rows(ws: Workspace, kit: ModelKit, rnd: int,
 
 def run_inference(ws: Workspace, transport: Transport,
                   edge_states: dict[str, dict[str, torch.Tensor]],
-                  progress: Progress) -> dict[int, dict[str, float]]:
-    """Every device, every private test sample, through its tier's deployed edge."""
+                  cloud_state: dict[str, torch.Tensor], progress: Progress,
+                  failures: list[dict[str, Any]]) -> dict[int, dict[str, float]]:
+    """Every device, every private test sample, through its tier's deployed edge.
+
+    Jobs of nodes that die are sent again (a dead cloud is restarted with the deployed
+    ``cloud_state`` first); devices still unserved after that get no accuracy and a
+    failure record.
+    """
     pop = ws.population
-    jobs = [InferJob(node, pop.node_tier(node), ids, edge_states[pop.node_tier(node)])
+    todo = [InferJob(node, pop.node_tier(node), ids, edge_states[pop.node_tier(node)])
             for node, ids in enumerate(pop.nodes)]
     out: dict[int, dict[str, float]] = {}
-    for result in transport.infer(jobs):
-        out.update(result.per_device)
-    progress("inference", len(jobs), len(jobs), f"{len(out)} devices")
+    for attempt in range(_INFER_ATTEMPTS):
+        delivery = transport.infer(todo)
+        for result in delivery.results:
+            out.update(result.per_device)
+        if not delivery.failed:
+            break
+        if not transport.cloud_alive():
+            transport.restart_cloud(cloud_state)
+            out.clear()     # the dead cloud's log is lost with it: serve everyone again
+            todo = [InferJob(n, pop.node_tier(n), ids, edge_states[pop.node_tier(n)])
+                    for n, ids in enumerate(pop.nodes)]
+            reason = "the cloud's process died"
+        else:
+            todo = [j for j in todo if j.node in delivery.failed]
+            reason = "; ".join(sorted(set(delivery.failed.values())))
+        progress("fault", attempt + 1, _INFER_ATTEMPTS, f"inference: {reason}; retrying")
+    else:
+        for job in todo:
+            failures.append({"stage": "infer", "kind": "node", "node": job.node,
+                             "devices": list(job.device_ids),
+                             "reason": delivery.failed.get(job.node, "cloud died")})
+    progress("inference", len(pop.nodes), len(pop.nodes), f"{len(out)} devices")
     return dict(sorted(out.items()))

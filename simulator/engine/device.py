@@ -17,6 +17,7 @@ import torch
 
 from simulator.engine.workspace import (ModelKit, Workspace, make_optimizer, state_of,
                                          weighted_edge_loss)
+from simulator.faults import FaultPlan, die
 from simulator.seeding import derive_seed, generator, rng, seeded
 from strategies.federation import weighted_average
 
@@ -34,13 +35,17 @@ class TrainJob:
     tier: str
     device_ids: tuple[int, ...]
     edge_state: dict[str, torch.Tensor]
+    crash_step: int | None = None        # an injected fault: the node dies at this step
 
 
 @dataclass
 class TrainResult:
+    """A cohort's round. ``per_device[d]["failed"]`` is 1 for a device that crashed
+    mid-round: its work is not in ``edge_state`` and it counts in no ``weight``."""
+
     node: int
-    edge_state: dict[str, torch.Tensor]  # sample-weighted mean of the cohort's edges
-    weight: float                        # training samples behind it
+    edge_state: dict[str, torch.Tensor]  # sample-weighted mean of the finished edges
+    weight: float                        # training samples behind it (0: none finished)
     per_device: dict[int, dict[str, float]] = field(default_factory=dict)
 
 
@@ -70,21 +75,34 @@ def _batches(ws: Workspace, device_id: int, rnd: int) -> list[np.ndarray]:
 
 def run_train_job(job: TrainJob, ws: Workspace, kit: ModelKit,
                   exchange: Exchange) -> TrainResult:
-    """Run one round of split training for a cohort; ``exchange`` reaches the cloud."""
+    """Run one round of split training for a cohort; ``exchange`` reaches the cloud.
+
+    A device that crashes (the scenario's ``faults.device_crash_probability``) stops
+    sending at its crash step, and its edge is left out of the cohort's average.
+    """
     template = kit.edge(job.tier)
     template.load_state_dict(job.edge_state)
     defense = kit.defenses[job.tier]
+    steps = ws.scenario.training.local_steps
     edges = {d: copy.deepcopy(template).train() for d in job.device_ids}
     opts = {d: make_optimizer(e.parameters(), ws.scenario.training.optimizer)
             for d, e in edges.items()}
     gens = {d: generator(ws.population.devices[d].seed, "transform", job.rnd)
             for d in job.device_ids}
     plans = {d: _batches(ws, d, job.rnd) for d in job.device_ids}
+    faults = FaultPlan(ws.scenario.faults, ws.scenario.seed)
+    crash = {d: faults.device_crash_step(ws.population.devices[d].seed, job.rnd, steps)
+             for d in job.device_ids}
     weight = ws.scenario.training.edge_loss_warmup.weight(job.rnd)
     losses = {d: [] for d in job.device_ids}
-    for step in range(ws.scenario.training.local_steps):
+    for step in range(steps):
+        if job.crash_step == step:
+            die(f"node {job.node} in round {job.rnd}")
+        active = [d for d in job.device_ids if crash[d] is None or step < crash[d]]
+        if not active:
+            break
         xs, ys, zs, idx = [], [], [], []
-        for d in job.device_ids:
+        for d in active:
             x, y = ws.batch(plans[d][step])
             with seeded(derive_seed(ws.population.devices[d].seed, "edge", job.rnd, step)):
                 z = defense.transform(edges[d](x), training=True, generator=gens[d])
@@ -92,19 +110,22 @@ def run_train_job(job: TrainJob, ws: Workspace, kit: ModelKit,
         sizes = [len(y) for y in ys]
         grads, dev_losses = exchange(
             job.rnd, job.node, job.tier, torch.cat(zs).detach().numpy(),
-            torch.cat(ys).numpy(), np.repeat(np.asarray(job.device_ids), sizes),
+            torch.cat(ys).numpy(), np.repeat(np.asarray(active), sizes),
             np.concatenate(idx), sizes)
         grads = torch.from_numpy(grads).split(sizes)
-        for i, d in enumerate(job.device_ids):
+        for i, d in enumerate(active):
             with seeded(derive_seed(ws.population.devices[d].seed, "edge-loss", job.rnd, step)):
                 _device_step(defense, edges[d], opts[d], xs[i], zs[i], grads[i],
                              weight)
             losses[d].append(float(dev_losses[i]))
+    done = [d for d in job.device_ids if crash[d] is None]
     weights = {d: float(len(ws.population.devices[d].train_idx)) for d in job.device_ids}
-    state = weighted_average([(state_of(edges[d]), weights[d]) for d in job.device_ids])
-    per_device = {d: {"loss": float(np.mean(losses[d])), "samples": weights[d]}
+    state = weighted_average([(state_of(edges[d]), weights[d]) for d in done]) \
+        if done else {k: v.clone() for k, v in job.edge_state.items()}
+    per_device = {d: {"loss": float(np.mean(losses[d])) if losses[d] else float("nan"),
+                      "samples": weights[d], "failed": float(crash[d] is not None)}
                   for d in job.device_ids}
-    return TrainResult(job.node, state, sum(weights.values()), per_device)
+    return TrainResult(job.node, state, sum(weights[d] for d in done), per_device)
 
 
 def _device_step(defense, edge, opt, x, z, grad_z, weight: float = 1.0) -> None:

@@ -4,8 +4,13 @@ Flower's Message API carries the protocol: the ServerApp (cloud side) sends ``tr
 and ``evaluate`` messages holding a tier's edge weights to ClientApps, each a Flower node
 carrying a same-tier cohort of devices. The cloud model and its observation log live in
 a Ray actor that devices call directly for each split-learning step. The Workspace goes
-into Ray's object store once. Flower 1.42's Python entry point for simulations is the
-deprecated ``run_simulation``; it is used here and nowhere else.
+into Ray's object store once.
+
+Failures: node actors are restartable (a dead one loses the job it was running, which
+the coordinator records, and comes back for the next); the cloud actor is a named actor
+with a generation number, so that after a restart the ClientApps reach the new one.
+Flower 1.42's Python entry point for simulations is the deprecated ``run_simulation``;
+it is used here and nowhere else (pyproject bounds flwr to the versions tested).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import logging
 import os
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -22,68 +28,123 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
-from flwr.simulation import run_simulation
 
-from simulator.adversary import Adversary, TierLeakage, train_evaluator
+from simulator import interrupt
 from simulator.engine.cloud import Cloud
+from simulator.engine.coordinator import Delivery
 from simulator.engine.device import (InferJob, InferResult, TrainJob, TrainResult,
                                      run_infer_job, run_train_job)
+from simulator.engine.observations import TierObservations
 from simulator.engine.workspace import ModelKit, Workspace
+from simulator.faults import mark_actor_process
 from simulator.scenario import RayConfig
 
-__all__ = ["FlowerTransport", "init_ray", "run_on_flower"]
+__all__ = ["FlowerTransport", "RemoteCloud", "init_ray", "run_on_flower"]
 
 _WORKERS: dict[str, tuple[Workspace, ModelKit]] = {}
+_CLOUDS: dict[str, Any] = {}
 
 
 def init_ray(cfg: RayConfig) -> None:
     """Connect to the scenario's (or ``RAY_ADDRESS``'s) cluster, or start a local one."""
     if ray.is_initialized():
         return
+    # Ray 2.55 prints a FutureWarning on every start about the accelerator variables
+    # of zero-GPU workers; we set the behaviour it announces, so it has nothing to say.
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     address = cfg.address or os.environ.get("RAY_ADDRESS")
     pythonpath = os.pathsep.join(p for p in sys.path if p)
+    env = {"RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0"}
     if address:
         import analysis
         import simulator
         import strategies
         # The cluster may not have siftsim installed: ship our packages with the job.
         ray.init(address=address, runtime_env={"py_modules": [simulator, strategies,
-                                                              analysis]},
-                 log_to_driver=False)
+                                                              analysis], "env_vars": env},
+                 log_to_driver=False, logging_level=logging.WARNING)
     else:
         # address="local": a fresh local instance, even if `ray start` left a cluster
         # running on this machine (without it, ray.init would join that cluster).
         ray.init(address="local", num_cpus=cfg.num_cpus or os.cpu_count(),
-                 include_dashboard=False,
-                 log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
+                 include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.WARNING, runtime_env={"env_vars": {"PYTHONPATH": pythonpath, **env}})
 
 
 @ray.remote(num_cpus=0)
 class CloudActor(Cloud):
-    """The cloud in its own process; ``call`` dispatches the coordinator's requests."""
+    """The cloud in its own process (reserves no CPU: Flower's node actors hold the
+    cluster's CPUs for the whole simulation; the cloud works while they wait on it)."""
 
     def __init__(self, ws: Workspace, state: dict[str, torch.Tensor], threads: int) -> None:
+        mark_actor_process()
         torch.set_num_threads(threads)
         super().__init__(ws, state)
 
-    def call(self, method: str, *args: Any) -> Any:
-        return getattr(self, method)(*args)
+    def ping(self) -> bool:
+        return True
 
 
-@ray.remote(num_cpus=0)
-class AdversaryActor(Adversary):
-    """The curious cloud's attacker for one tier, in its own process.
+class RemoteCloud:
+    """:class:`~simulator.engine.cloud.CloudService` over the cloud actor; restartable."""
 
-    Like the cloud it reserves no CPU: Flower's node actors hold the cluster's CPUs for
-    the whole simulation, and a reservation here would wait for them forever.
-    """
+    def __init__(self, ws_ref: Any, state: dict[str, torch.Tensor], threads: int) -> None:
+        self.ws_ref, self.threads = ws_ref, threads
+        self.prefix, self.generation = f"siftsim-cloud-{uuid.uuid4().hex[:8]}", 0
+        self.handle = self._start(state)
+
+    @property
+    def name(self) -> str:
+        return f"{self.prefix}-{self.generation}"
+
+    def _start(self, state: dict[str, torch.Tensor]) -> Any:
+        return CloudActor.options(name=self.name, max_restarts=0).remote(
+            self.ws_ref, state, self.threads)
+
+    def restart(self, state: dict[str, torch.Tensor]) -> None:
+        try:
+            ray.kill(self.handle)
+        except Exception:  # already dead: that is why it is restarted
+            pass
+        self.generation += 1
+        self.handle = self._start(state)
+
+    def alive(self) -> bool:
+        try:
+            return ray.get(self.handle.ping.remote(), timeout=60)
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            return False
+
+    def exchange(self, *args: Any) -> Any:
+        return ray.get(self.handle.exchange.remote(*args))
+
+    def infer(self, *args: Any) -> Any:
+        return ray.get(self.handle.infer.remote(*args))
+
+    def aggregate(self, weights: dict[int, float]) -> None:
+        ray.get(self.handle.aggregate.remote(weights))
+
+    def discard_round(self) -> None:
+        ray.get(self.handle.discard_round.remote())
+
+    def arm_crash(self, rnd: int, exchange: int | None) -> None:
+        ray.get(self.handle.arm_crash.remote(rnd, exchange))
+
+    def drain(self) -> dict[str, TierObservations]:
+        return ray.get(self.handle.drain.remote())
+
+    def load(self, state: dict[str, torch.Tensor]) -> None:
+        ray.get(self.handle.load.remote(state))
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return ray.get(self.handle.state.remote())
 
 
 def _worker(ws_ref: Any, threads: int) -> tuple[Workspace, ModelKit]:
     """The workspace and model kit of this actor process (built once per run)."""
     key = ws_ref.hex()
     if key not in _WORKERS:
+        mark_actor_process()
         torch.set_num_threads(threads)
         ws = ray.get(ws_ref)
         _WORKERS.clear()
@@ -91,14 +152,16 @@ def _worker(ws_ref: Any, threads: int) -> tuple[Workspace, ModelKit]:
     return _WORKERS[key]
 
 
-def _client_app(ws_ref: Any, cloud: Any, threads: int) -> ClientApp:
+def _cloud(name: str) -> Any:
+    """The cloud actor the driver names in the message (a restart renames it)."""
+    if name not in _CLOUDS:
+        _CLOUDS.clear()
+        _CLOUDS[name] = ray.get_actor(name)
+    return _CLOUDS[name]
+
+
+def _client_app(ws_ref: Any, threads: int) -> ClientApp:
     app = ClientApp()
-
-    def exchange(*args: Any) -> Any:
-        return ray.get(cloud.exchange.remote(*args))
-
-    def predict(*args: Any) -> Any:
-        return ray.get(cloud.infer.remote(*args))
 
     @app.query()
     def whoami(msg: Message, context: Context) -> Message:
@@ -109,14 +172,18 @@ def _client_app(ws_ref: Any, cloud: Any, threads: int) -> ClientApp:
     def train(msg: Message, context: Context) -> Message:
         ws, kit = _worker(ws_ref, threads)
         cfg = msg.content["config"]
+        cloud = _cloud(str(cfg["cloud"]))
+        crash = int(cfg["crash_step"])
         job = TrainJob(int(cfg["rnd"]), int(cfg["node"]), str(cfg["tier"]),
                        tuple(int(d) for d in cfg["devices"]),
-                       msg.content["arrays"].to_torch_state_dict())
-        res = run_train_job(job, ws, kit, exchange)
+                       msg.content["arrays"].to_torch_state_dict(),
+                       None if crash < 0 else crash)
+        res = run_train_job(job, ws, kit,
+                            lambda *a: ray.get(cloud.exchange.remote(*a)))
         ids = sorted(res.per_device)
         metrics = MetricRecord({"weight": res.weight, "devices": ids,
-                                "loss": [res.per_device[d]["loss"] for d in ids],
-                                "samples": [res.per_device[d]["samples"] for d in ids]})
+                                **{k: [res.per_device[d][k] for d in ids]
+                                   for k in ("loss", "samples", "failed")}})
         return Message(RecordDict({"arrays": ArrayRecord(res.edge_state),
                                    "metrics": metrics}), reply_to=msg)
 
@@ -124,10 +191,11 @@ def _client_app(ws_ref: Any, cloud: Any, threads: int) -> ClientApp:
     def evaluate(msg: Message, context: Context) -> Message:
         ws, kit = _worker(ws_ref, threads)
         cfg = msg.content["config"]
+        cloud = _cloud(str(cfg["cloud"]))
         job = InferJob(int(cfg["node"]), str(cfg["tier"]),
                        tuple(int(d) for d in cfg["devices"]),
                        msg.content["arrays"].to_torch_state_dict())
-        res = run_infer_job(job, ws, kit, predict)
+        res = run_infer_job(job, ws, kit, lambda *a: ray.get(cloud.infer.remote(*a)))
         ids = sorted(res.per_device)
         cols = {k: [res.per_device[d][k] for d in ids] for k in ("correct", "n")}
         return Message(RecordDict({"metrics": MetricRecord({"devices": ids, **cols})}),
@@ -139,62 +207,86 @@ def _client_app(ws_ref: Any, cloud: Any, threads: int) -> ClientApp:
 class FlowerTransport:
     """Coordinator transport over a Flower Grid; node index <-> Flower node id."""
 
-    def __init__(self, grid: Grid, node_ids: dict[int, int], cloud: Any, ws_ref: Any) -> None:
-        self.grid, self.node_ids, self._cloud, self.ws_ref = grid, node_ids, cloud, ws_ref
+    def __init__(self, grid: Grid, node_ids: dict[int, int], cloud: RemoteCloud) -> None:
+        self.grid, self.node_ids, self.cloud = grid, node_ids, cloud
 
-    def _send(self, kind: str, jobs: list[Any], extra: Callable[[Any], dict]) -> list[Message]:
+    def _send(self, kind: str, jobs: list[Any],
+              extra: Callable[[Any], dict]) -> tuple[list[Message], dict[int, str]]:
         msgs = [Message(RecordDict({"arrays": ArrayRecord(j.edge_state),
                                     "config": ConfigRecord({"node": j.node, "tier": j.tier,
                                                             "devices": list(j.device_ids),
+                                                            "cloud": self.cloud.name,
                                                             **extra(j)})}),
                         dst_node_id=self.node_ids[j.node], message_type=kind) for j in jobs]
-        replies = list(self.grid.send_and_receive(msgs))
-        failed = [r.error.reason for r in replies if r.has_error()]
-        if failed:
-            raise RuntimeError(f"{len(failed)} Flower node(s) failed; first error:\n{failed[0]}")
-        return replies
+        replies = _exchange_messages(self.grid, msgs)
+        failed = {self._node_of(r): _reason(r.error.reason) for r in replies if r.has_error()}
+        return [r for r in replies if not r.has_error()], failed
 
-    def train(self, jobs: list[TrainJob]) -> list[TrainResult]:
+    def train(self, jobs: list[TrainJob]) -> Delivery[TrainResult]:
+        replies, failed = self._send("train", jobs, lambda j: {
+            "rnd": j.rnd, "crash_step": -1 if j.crash_step is None else j.crash_step})
         out = []
-        for r in self._send("train", jobs, lambda j: {"rnd": j.rnd}):
+        for r in replies:
             m = r.content["metrics"]
-            node = self._node_of(r)
-            per = {int(d): {"loss": lo, "samples": s}
-                   for d, lo, s in zip(m["devices"], m["loss"], m["samples"], strict=True)}
-            out.append(TrainResult(node, r.content["arrays"].to_torch_state_dict(),
+            per = {int(d): {"loss": lo, "samples": s, "failed": f}
+                   for d, lo, s, f in zip(m["devices"], m["loss"], m["samples"],
+                                          m["failed"], strict=True)}
+            out.append(TrainResult(self._node_of(r), r.content["arrays"].to_torch_state_dict(),
                                    float(m["weight"]), per))
-        return out
+        return Delivery(out, failed)
 
-    def infer(self, jobs: list[InferJob]) -> list[InferResult]:
+    def infer(self, jobs: list[InferJob]) -> Delivery[InferResult]:
+        replies, failed = self._send("evaluate", jobs, lambda j: {})
         out = []
-        for r in self._send("evaluate", jobs, lambda j: {}):
+        for r in replies:
             m = r.content["metrics"]
             per = {int(d): {"correct": c, "n": n, "accuracy": c / n}
                    for d, c, n in zip(m["devices"], m["correct"], m["n"], strict=True)}
             out.append(InferResult(self._node_of(r), per))
-        return out
+        return Delivery(out, failed)
+
+    def cloud_alive(self) -> bool:
+        return self.cloud.alive()
+
+    def restart_cloud(self, state: dict[str, torch.Tensor]) -> None:
+        self.cloud.restart(state)
 
     def _node_of(self, reply: Message) -> int:
         src = reply.metadata.src_node_id
         return next(n for n, fid in self.node_ids.items() if fid == src)
 
-    def cloud(self, method: str, *args: Any) -> Any:
-        return ray.get(self._cloud.call.remote(method, *args))
 
-    def attack(self, edge_states: dict, cloud_state: dict,
-               observations: dict) -> list[TierLeakage]:
-        """One adversary actor per tier; Ray runs as many at once as CPUs allow."""
-        evaluator = ray.get(ray.remote(num_cpus=0)(train_evaluator).remote(self.ws_ref))
-        tiers = sorted(observations)
-        actors = {t: AdversaryActor.remote(self.ws_ref, edge_states, cloud_state, evaluator)
-                  for t in tiers}
-        return ray.get([actors[t].attack_tier.remote(t, observations[t]) for t in tiers])
+def _reason(text: str) -> str:
+    """One readable line from Flower's error text (which embeds a Ray traceback)."""
+    for marker, says in (("ActorDiedError", "its actor process died"),
+                         ("ActorUnavailableError", "its actor process died"),
+                         ("RayActorError", "its actor process died"),
+                         ("WorkerCrashedError", "its worker process died")):
+        if marker in text:
+            return says
+    line = next((s for s in reversed(text.strip().splitlines()) if s.strip()), text)
+    return line.strip()[:300]
+
+
+def _exchange_messages(grid: Grid, msgs: list[Message]) -> list[Message]:
+    """Push ``msgs`` and wait for every reply, giving way to a stop request."""
+    waiting = set(grid.push_messages(msgs))
+    replies: list[Message] = []
+    while waiting:
+        interrupt.check()
+        got = list(grid.pull_messages(waiting))
+        replies.extend(got)
+        waiting.difference_update(m.metadata.reply_to_message_id for m in got)
+        if waiting:
+            time.sleep(0.02)
+    return replies
 
 
 def _discover(grid: Grid, expected: int, timeout: float = 600.0) -> dict[int, int]:
     """Wait for every node to register, then ask each which cohort it carries."""
     deadline, ids = time.monotonic() + timeout, []
     while len(ids) < expected:
+        interrupt.check()
         if time.monotonic() > deadline:
             raise TimeoutError(f"only {len(ids)} of {expected} Flower nodes registered")
         time.sleep(0.05)
@@ -202,34 +294,51 @@ def _discover(grid: Grid, expected: int, timeout: float = 600.0) -> dict[int, in
     queries = [Message(RecordDict({"c": ConfigRecord({})}), dst_node_id=i,
                        message_type="query") for i in ids]
     return {int(r.content["m"]["node"]): r.metadata.src_node_id
-            for r in grid.send_and_receive(queries)}
+            for r in _exchange_messages(grid, queries)}
 
 
 def run_on_flower(ws: Workspace, cloud_state: dict[str, torch.Tensor],
-                  body: Callable[[FlowerTransport], Any]) -> Any:
+                  body: Callable[[FlowerTransport], Any], debug: bool = False) -> Any:
     """Run ``body(transport)`` inside a Flower ServerApp with one node per cohort."""
+    from flwr.simulation import run_simulation
     cfg = ws.scenario.ray
     init_ray(cfg)
-    logging.getLogger("flwr").setLevel(logging.WARNING)
+    # Node deaths are reported by the coordinator in one line each; Flower would log
+    # each with a Ray traceback (and announce run_simulation's deprecation, which the
+    # pin in pyproject covers): its log is for --debug.
+    logging.getLogger("flwr").setLevel(logging.INFO if debug else logging.CRITICAL)
     threads = max(1, int(cfg.cpus_per_node))
     ws_ref = ray.put(ws)
-    cloud = CloudActor.remote(ws_ref, cloud_state, max(1, (cfg.num_cpus or os.cpu_count() or 1) // 2))
+    cloud = RemoteCloud(ws_ref, cloud_state,
+                        max(1, (cfg.num_cpus or os.cpu_count() or 1) // 2))
     box: dict[str, Any] = {}
     server = ServerApp()
 
     @server.main()
     def main(grid: Grid, context: Context) -> None:
         try:
-            transport = FlowerTransport(grid, _discover(grid, len(ws.population.nodes)), cloud,
-                                        ws_ref)
+            transport = FlowerTransport(grid, _discover(grid, len(ws.population.nodes)),
+                                        cloud)
             box["result"] = body(transport)
         except BaseException as err:  # re-raised in the driver below
             box["error"] = err
 
-    run_simulation(server, _client_app(ws_ref, cloud, threads),
-                   num_supernodes=len(ws.population.nodes),
-                   backend_config={"client_resources": {"num_cpus": cfg.cpus_per_node,
-                                                        "num_gpus": 0.0}})
+    # A node actor that dies is restarted by Ray (Flower passes these resources to the
+    # actor options as they are). One task retry: a job that Flower hands to the actor
+    # while it restarts would otherwise fail too, losing a cohort that never died; the
+    # job that was running when it died fails again (an injected fault strikes on its
+    # retry as well) or, after a real crash, gets a second chance.
+    resources = {"num_cpus": cfg.cpus_per_node, "num_gpus": 0.0, "max_restarts": -1,
+                 "max_task_retries": 1}
+    try:
+        run_simulation(server, _client_app(ws_ref, threads),
+                       num_supernodes=len(ws.population.nodes),
+                       backend_config={"client_resources": resources})
+    finally:
+        try:
+            ray.kill(cloud.handle)
+        except Exception:  # already gone
+            pass
     if "error" in box:
         raise box["error"]
     if "result" not in box:

@@ -100,6 +100,13 @@ class ModelKit:
         debias_batchnorm(edge)
         return state_of(edge)
 
+    def deployed_cloud(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A trained cloud state made ready to serve (BatchNorm statistics de-biased)."""
+        cloud = self.cloud()
+        cloud.load_state_dict(state)
+        debias_batchnorm(cloud)
+        return state_of(cloud)
+
     def cloud(self) -> CloudModel:
         tiers = {t: (self.costs[t].feature_shape, self.defenses[t].adapter())
                  for t in self.tiers}
