@@ -29,7 +29,8 @@ from simulator.scenario import plugin_params
 from simulator.seeding import derive_seed, generator, rng, seeded
 from strategies.attacks import ATTACKS, THREAT_MODELS, BlackBoxQuery, QueryOracle, WhiteBox
 
-__all__ = ["Adversary", "TierLeakage", "auxiliary_data", "run_adversary", "train_evaluator"]
+__all__ = ["Adversary", "AttackResult", "TierLeakage", "auxiliary_data", "combine",
+           "run_adversary", "train_evaluator"]
 
 _CHUNK = 256
 
@@ -46,6 +47,15 @@ def single_thread() -> Iterator[None]:
 
 
 @dataclass
+class AttackResult:
+    """One attack on one tier: per-image scores and a few saved reconstructions."""
+
+    label: str
+    images: dict[str, np.ndarray]       # column -> per reconstructed image
+    reconstructions: dict[str, np.ndarray]
+
+
+@dataclass
 class TierLeakage:
     """What one tier's attacks produced."""
 
@@ -53,6 +63,16 @@ class TierLeakage:
     images: dict[str, np.ndarray]                       # per reconstructed image
     reconstructions: dict[str, dict[str, np.ndarray]]   # label -> original/recon/device
     information: dict[str, Any] = field(default_factory=dict)
+
+
+def combine(tier: str, parts: list[AttackResult], information: dict[str, Any]) -> TierLeakage:
+    """One tier's attack results (in the scenario's order) as a :class:`TierLeakage`."""
+    keys = ("attack", "threat_model", "device_id", "sample", "ssim", "psnr", "mse",
+            "eval_correct", "nn_correct")
+    images = {k: np.concatenate([p.images[k] for p in parts]) if parts else np.array([])
+              for k in keys}
+    return TierLeakage(tier, images, {p.label: p.reconstructions for p in parts},
+                       information)
 
 
 def auxiliary_data(ws: Workspace) -> tuple[np.ndarray, np.ndarray]:
@@ -99,7 +119,8 @@ def _train_evaluator(ws: Workspace) -> dict[str, torch.Tensor]:
     with seeded(derive_seed(sc.seed, "evaluator-init")):
         model = _evaluator(kit)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x, y = torch.from_numpy(ws.eval_x), torch.from_numpy(ws.eval_y)
+    # copies: in a Ray worker the workspace's arrays are read-only shared memory
+    x, y = torch.from_numpy(ws.eval_x.copy()), torch.from_numpy(ws.eval_y.copy())
     model.train()
     for epoch in range(sc.adversary.evaluation_epochs):
         order = torch.from_numpy(rng(sc.seed, "evaluator-epoch", epoch).permutation(len(y)))
@@ -147,11 +168,19 @@ class Adversary:
         self.aux_x, self.aux_y = auxiliary_data(ws)
 
     def attack_tier(self, tier: str, obs: TierObservations) -> TierLeakage:
-        """Every attack of the scenario against the observed features of ``tier``."""
-        with single_thread():
-            return self._attack_tier(tier, obs)
+        """Every attack of the scenario, and the information metrics, against ``tier``."""
+        parts = [self.attack(tier, spec, obs) for spec in self.ws.scenario.adversary.attacks]
+        info = self.information(tier, obs) if self.ws.scenario.adversary.information.enabled \
+            else {}
+        return combine(tier, parts, info)
 
-    def _attack_tier(self, tier: str, obs: TierObservations) -> TierLeakage:
+    def attack(self, tier: str, spec: Any, obs: TierObservations) -> AttackResult:
+        """One attack (a scenario ``attacks`` entry) against the observed features of
+        ``tier``: each reconstructed image scored against its private original."""
+        with single_thread():
+            return self._attack(tier, spec, obs)
+
+    def _attack(self, tier: str, spec: Any, obs: TierObservations) -> AttackResult:
         adv = self.ws.scenario.adversary
         rows = _select(obs, adv.phases, adv.images_per_device)
         z = torch.from_numpy(obs.z[rows].astype(np.float32))
@@ -159,35 +188,33 @@ class Adversary:
         x_true = torch.from_numpy(self.ws.private_x[samples])
         y_true = torch.from_numpy(self.ws.private_y[samples])
         gallery, true_index = _gallery(samples, x_true)
-        images: dict[str, list] = {k: [] for k in ("attack", "threat_model", "device_id",
-                                                   "sample", "ssim", "psnr", "mse",
-                                                   "eval_correct", "nn_correct")}
-        recon_out = {}
-        for spec in adv.attacks:
-            label = spec.label or spec.name
-            granted = spec.threat_model or adv.threat_model
-            attack = ATTACKS.create(spec.name, plugin_params(spec))
-            with seeded(derive_seed(self.ws.scenario.seed, "attack", label, tier)):
-                attack.fit(self._knowledge(tier, granted),
-                           generator(self.ws.scenario.seed, "attack-fit", label, tier))
-                x_hat = torch.cat([attack.reconstruct(c) for c in z.split(_CHUNK)])
-            with torch.no_grad():
-                pred = torch.cat([self.evaluator(c).argmax(1) for c in x_hat.split(_CHUNK)])
-            for key, value in (("ssim", ssim(x_hat, x_true)), ("psnr", psnr(x_hat, x_true)),
-                               ("mse", mse(x_hat, x_true)), ("eval_correct", pred == y_true),
-                               ("nn_correct", nearest_neighbour_identification(
-                                   x_hat, gallery, true_index))):
-                images[key].append(value.numpy())
-            images["attack"].append(np.full(len(z), label))
-            images["threat_model"].append(np.full(len(z), granted))
-            images["device_id"].append(devices)
-            images["sample"].append(samples)
-            k = adv.saved_reconstructions
-            recon_out[label] = {"original": x_true[:k].numpy(),
-                                "reconstruction": x_hat[:k].numpy(), "device_id": devices[:k]}
-        merged = {key: np.concatenate(v) if v else np.array([]) for key, v in images.items()}
-        info = self._information(tier, obs) if adv.information.enabled else {}
-        return TierLeakage(tier, merged, recon_out, info)
+        label = spec.label or spec.name
+        granted = spec.threat_model or adv.threat_model
+        attack = ATTACKS.create(spec.name, plugin_params(spec))
+        with seeded(derive_seed(self.ws.scenario.seed, "attack", label, tier)):
+            attack.fit(self._knowledge(tier, granted),
+                       generator(self.ws.scenario.seed, "attack-fit", label, tier))
+            x_hat = torch.cat([attack.reconstruct(c) for c in z.split(_CHUNK)]) if len(z) \
+                else torch.empty(0, *self.ws.image_shape)
+        with torch.no_grad():
+            pred = torch.cat([self.evaluator(c).argmax(1) for c in x_hat.split(_CHUNK)]) \
+                if len(z) else torch.empty(0, dtype=torch.long)
+        images = {"attack": np.full(len(z), label), "threat_model": np.full(len(z), granted),
+                  "device_id": devices, "sample": samples,
+                  "ssim": ssim(x_hat, x_true).numpy(), "psnr": psnr(x_hat, x_true).numpy(),
+                  "mse": mse(x_hat, x_true).numpy(),
+                  "eval_correct": (pred == y_true).numpy(),
+                  "nn_correct": nearest_neighbour_identification(
+                      x_hat, gallery, true_index).numpy()}
+        k = adv.saved_reconstructions
+        recon = {"original": x_true[:k].numpy(), "reconstruction": x_hat[:k].numpy(),
+                 "device_id": devices[:k]}
+        return AttackResult(label, images, recon)
+
+    def information(self, tier: str, obs: TierObservations) -> dict[str, Any]:
+        """The tier's information metrics (dCor, MI, feature volume, evaluator)."""
+        with single_thread():
+            return self._information(tier, obs)
 
     def _knowledge(self, tier: str, threat_model: str) -> Any:
         """Exactly what ``threat_model`` grants for ``tier``: built here, never shipped."""

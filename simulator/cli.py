@@ -1,12 +1,15 @@
 """``siftsim``: run, validate and inspect scenarios.
 
 User errors (a bad scenario, a missing dataset, a bad run directory) print one clear
-message and exit with status 2; no traceback.
+message and exit with status 2; no traceback. A run that finished but lost something on
+the way (a dead node's round, a failed attack) exits with status 3 and lists it; one
+stopped by SIGINT or SIGTERM exits with 130 and can be continued with ``--resume``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -25,6 +28,31 @@ class Progress:
         print(f"[{phase}] {done}/{total}  {note}  ({secs:.1f} s)", file=sys.stderr, flush=True)
 
 
+class _WithoutRayNotices:
+    """A text stream that drops Ray's ``(raylet)`` notices (a worker died, ...).
+
+    The run reports each failure it absorbs in one line of its own; Ray's notice of the
+    same death is a paragraph of IDs. ``--debug`` keeps them.
+    """
+
+    def __init__(self, stream) -> None:
+        self.stream, self._partial = stream, ""
+
+    def write(self, text: str) -> int:
+        lines = (self._partial + text).split("\n")
+        self._partial = lines.pop()
+        kept = [line for line in lines if "(raylet)" not in line]
+        if kept:
+            self.stream.write("\n".join(kept) + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     from simulator.loading import load_scenario
     sc = load_scenario(args.file, args.set)
@@ -41,13 +69,39 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from simulator.loading import load_scenario
-    from simulator.run import run_scenario
-    sc = load_scenario(args.file, args.set)
-    path = run_scenario(sc, out=args.out, progress=Progress())
+    from simulator.interrupt import stop_on_signals
+    from simulator.run import resume_run, run_scenario
+    if args.resume:
+        if args.file or args.set or args.out:
+            print("error: --resume RUN_DIR continues a run with its own scenario: give no "
+                  "scenario file, --set or --out with it", file=sys.stderr)
+            return 2
+        with stop_on_signals():
+            path = resume_run(args.resume, progress=Progress(), debug=args.debug)
+    else:
+        if not args.file:
+            print("error: give a scenario file (or --resume RUN_DIR)", file=sys.stderr)
+            return 2
+        from simulator.loading import load_scenario
+        sc = load_scenario(args.file, args.set)
+        with stop_on_signals():
+            path = run_scenario(sc, out=args.out, progress=Progress(), debug=args.debug)
     print(f"run directory: {path}")
     _print_tiers(path)
-    return 0
+    return _report_failures(path)
+
+
+def _report_failures(path) -> int:
+    """List what the run lost (one line each); 3 if anything, else 0."""
+    import json
+    failures = json.loads((path / "manifest.json").read_text()).get("failures", [])
+    for f in failures:
+        where = ", ".join(f"{k} {f[k]}" for k in ("round", "node", "tier", "attack")
+                          if k in f)
+        lost = f" ({len(f['devices'])} devices)" if "devices" in f else ""
+        print(f"failure: {f['stage']} {f['kind']}: {where}{lost}: {f['reason']}",
+              file=sys.stderr)
+    return 3 if failures else 0
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
@@ -73,11 +127,13 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_attack(args: argparse.Namespace) -> int:
+    from simulator.interrupt import stop_on_signals
     from simulator.run import attack_run
-    path = attack_run(args.run_dir, args.set, progress=Progress())
+    with stop_on_signals():
+        path = attack_run(args.run_dir, args.set, progress=Progress())
     print(f"leakage written to {path} (earlier results moved to {path}/history/)")
     _print_tiers(path)
-    return 0
+    return _report_failures(path)
 
 
 def _print_tiers(path) -> None:
@@ -96,12 +152,17 @@ def build_parser() -> argparse.ArgumentParser:
     for name, helptext in (("run", "run a scenario file"),
                            ("validate", "check a scenario file; runs nothing")):
         p = sub.add_parser(name, help=helptext)
-        p.add_argument("file", help="scenario YAML file")
+        p.add_argument("file", help="scenario YAML file", nargs="?" if name == "run" else None)
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a value, e.g. --set training.rounds=5 (repeatable)")
         if name == "run":
             p.add_argument("--out", default=None, help="run directory (default "
                            "<output_dir>/<name>, never overwriting an earlier run)")
+            p.add_argument("--resume", metavar="RUN_DIR", default=None,
+                           help="continue an interrupted run: finished stages are kept, "
+                           "training continues from its last round checkpoint")
+            p.add_argument("--debug", action="store_true", help="show Flower's and Ray's "
+                           "own logs (tracebacks of processes that died)")
     p = sub.add_parser("sweep", help="run every point of a scenario's sweep section")
     p.add_argument("file", help="scenario YAML file with a `sweep` section")
     p.add_argument("--out", default=None, help="sweep folder (default "
@@ -130,6 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from analysis.rundir import RunDirectoryError
     from simulator.data import DatasetNotFoundError
     from simulator.loading import ScenarioError
+    if not getattr(args, "debug", False):
+        sys.stdout = _WithoutRayNotices(sys.stdout)
     handlers = {"run": _cmd_run, "validate": _cmd_validate, "attack": _cmd_attack,
                 "sweep": _cmd_sweep, "report": _cmd_report, "compare": _cmd_compare}
     try:
@@ -138,9 +201,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             RunDirectoryError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; finished phases are kept in the run directory", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        _shutdown_ray()
+        print(f"interrupted ({err or 'SIGINT'}); finished stages are kept: continue with "
+              "`siftsim run --resume RUN_DIR`", file=sys.stderr)
+        sys.stderr.flush()
+        sys.stdout.flush()
+        # Flower's runtime threads may still wait on actors that are gone; nothing of
+        # ours is left to write, so leave without joining them.
+        os._exit(130)
+
+
+def _shutdown_ray() -> None:
+    """Stop the Ray this process started (its actors and workers with it)."""
+    if "ray" in sys.modules:
+        import ray
+        if ray.is_initialized():
+            ray.shutdown()
 
 
 if __name__ == "__main__":

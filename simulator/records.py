@@ -2,23 +2,30 @@
 
 Layout (every table in parquet and CSV)::
 
-    manifest.json          resolved scenario, seed, versions, git revision, status, phases
+    manifest.json          resolved scenario, seed, versions, git revision, status,
+                           stages (done, seconds), failures
     scenario.yaml          the resolved scenario
     devices.{parquet,csv}  one row per device
     tiers.{parquet,csv}    one row per tier
     rounds.{parquet,csv}   one row per (round, tier) of training
+    leakage.{parquet,csv}  one row per (device or tier, attack, metric)
     checkpoints/edge_<tier>.pt, checkpoints/cloud.pt   state dicts (weights_only loadable)
     observations/<tier>.npy + observations/index.parquet   the cloud's observation log
+    stages/                the stages' own checkpoints (round checkpoints, attack units)
 
-Each phase is written as soon as it finishes, so a failure later never loses it.
+Every file is written to a temporary name and renamed into place, and a stage is marked
+done in the manifest only after its outputs are written, so a run killed at any moment
+leaves finished work intact and ``siftsim run --resume`` redoes only what was not done.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -31,7 +38,16 @@ import yaml
 from simulator.engine.observations import TierObservations
 from simulator.scenario import Scenario
 
-__all__ = ["RunRecorder", "new_run_dir", "read_checkpoints", "read_observations"]
+__all__ = ["RunRecorder", "new_run_dir", "read_checkpoints", "read_observations",
+           "write_atomic"]
+
+
+def write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
+    """``write(tmp)`` then rename ``tmp`` to ``path``: readers never see half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
 
 _PACKAGES = ("siftsim", "torch", "torchvision", "flwr", "ray", "numpy", "pandas",
              "pydantic", "torchmetrics", "scikit-image")
@@ -48,47 +64,87 @@ def new_run_dir(base: str | Path, name: str) -> Path:
 
 
 class RunRecorder:
-    """Writes one run directory, phase by phase."""
+    """Writes one run directory, stage by stage.
+
+    Parameters
+    ----------
+    path
+        The run directory.
+    scenario
+        The resolved scenario (written as ``scenario.yaml``).
+    resume
+        Continue an existing run directory: its manifest (stages done, failures) is
+        read and kept.
+    """
 
     def __init__(self, path: Path, scenario: Scenario, resume: bool = False) -> None:
         self.path = Path(path)
-        if resume:  # a later pass (``siftsim attack``) on a finished run
-            self.manifest = json.loads((self.path / "manifest.json").read_text())
-            self.manifest["scenario"] = scenario.model_dump(mode="json")
-            (self.path / "scenario.yaml").write_text(
-                yaml.safe_dump(self.manifest["scenario"], sort_keys=False))
-            return
-        self.path.mkdir(parents=True, exist_ok=True)
         resolved = scenario.model_dump(mode="json")
-        (self.path / "scenario.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-        self.manifest: dict[str, Any] = {
-            "name": scenario.name, "seed": scenario.seed, "status": "running",
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "phases": {},
-            "versions": _versions(), "git_revision": _git_revision(),
-            "python": platform.python_version(), "scenario": resolved}
+        if resume:
+            self.manifest = json.loads((self.path / "manifest.json").read_text())
+            self.manifest["scenario"] = resolved
+            self.manifest.setdefault("stages", {})
+            self.manifest.setdefault("failures", [])
+            self.manifest["status"] = "running"
+            self.manifest["resumed"] = self.manifest.get("resumed", 0) + 1
+        else:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.manifest: dict[str, Any] = {
+                "name": scenario.name, "seed": scenario.seed, "status": "running",
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "stages": {},
+                "failures": [], "versions": _versions(), "git_revision": _git_revision(),
+                "python": platform.python_version(), "scenario": resolved}
+        write_atomic(self.path / "scenario.yaml", lambda p: p.write_text(
+            yaml.safe_dump(resolved, sort_keys=False)))
         self._write_manifest()
 
-    def phase_done(self, phase: str, seconds: float, **info: Any) -> None:
-        self.manifest["phases"][phase] = {"seconds": round(seconds, 3), **info}
+    def stage_done(self, stage: str) -> bool:
+        return self.manifest["stages"].get(stage, {}).get("status") == "done"
+
+    def mark_stage(self, stage: str, seconds: float, **info: Any) -> None:
+        """``stage`` finished (its outputs are on disk): record it in the manifest."""
+        self.manifest["stages"][stage] = {"status": "done", "seconds": round(seconds, 3),
+                                          **info}
         self._write_manifest()
+
+    def forget_stage(self, stage: str) -> None:
+        """``stage`` must run again (``siftsim attack`` reruns the attack stage)."""
+        self.manifest["stages"].pop(stage, None)
+        self._write_manifest()
+
+    def record_failures(self, failures: list[dict[str, Any]]) -> None:
+        """Failures absorbed by the run (lost rounds, dead processes): kept in order."""
+        known = {json.dumps(f, sort_keys=True, default=str)
+                 for f in self.manifest["failures"]}
+        for f in failures:
+            if json.dumps(f, sort_keys=True, default=str) not in known:
+                self.manifest["failures"].append(f)
+        self._write_manifest()
+
+    @property
+    def failures(self) -> list[dict[str, Any]]:
+        return list(self.manifest["failures"])
 
     def finish(self, status: str = "complete", error: str | None = None) -> None:
         self.manifest.update(status=status, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        self.manifest.pop("error", None)
         if error:
             self.manifest["error"] = error
         self._write_manifest()
 
     def table(self, name: str, frame: pd.DataFrame) -> None:
-        frame.to_parquet(self.path / f"{name}.parquet", index=False)
-        frame.to_csv(self.path / f"{name}.csv", index=False)
+        write_atomic(self.path / f"{name}.parquet",
+                     lambda p: frame.to_parquet(p, index=False))
+        write_atomic(self.path / f"{name}.csv", lambda p: frame.to_csv(p, index=False))
 
     def checkpoints(self, edges: dict[str, dict[str, torch.Tensor]],
                     cloud: dict[str, torch.Tensor]) -> None:
+        """The deployed weights (what the attack stage and ``siftsim attack`` read)."""
         folder = self.path / "checkpoints"
         folder.mkdir(exist_ok=True)
         for tier, state in edges.items():
-            torch.save(state, folder / f"edge_{tier}.pt")
-        torch.save(cloud, folder / "cloud.pt")
+            write_atomic(folder / f"edge_{tier}.pt", lambda p, s=state: torch.save(s, p))
+        write_atomic(folder / "cloud.pt", lambda p: torch.save(cloud, p))
 
     def observations(self, logs: dict[str, TierObservations],
                      dataset_index: np.ndarray) -> None:
@@ -97,7 +153,7 @@ class RunRecorder:
         folder.mkdir(exist_ok=True)
         frames = []
         for tier, obs in logs.items():
-            np.save(folder / f"{tier}.npy", obs.z)
+            write_atomic(folder / f"{tier}.npy", lambda p, z=obs.z: _save_npy(p, z))
             frames.append(pd.DataFrame({
                 "tier": tier, "row": np.arange(len(obs.z)),
                 "phase": np.where(obs.phase == 0, "training", "inference"),
@@ -105,7 +161,7 @@ class RunRecorder:
                 "dataset_index": dataset_index[obs.sample]}))
         index = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
             columns=["tier", "row", "phase", "round", "device_id", "sample", "dataset_index"])
-        index.to_parquet(folder / "index.parquet", index=False)
+        write_atomic(folder / "index.parquet", lambda p: index.to_parquet(p, index=False))
 
     def leakage(self, results: list) -> None:
         """Join attack results into the tables; earlier versions move to history/."""
@@ -138,9 +194,13 @@ class RunRecorder:
                 shutil.copy2(src, folder / name)
 
     def _write_manifest(self) -> None:
-        tmp = self.path / "manifest.json.tmp"
-        tmp.write_text(json.dumps(self.manifest, indent=2, default=str))
-        tmp.replace(self.path / "manifest.json")
+        text = json.dumps(self.manifest, indent=2, default=str)
+        write_atomic(self.path / "manifest.json", lambda p: p.write_text(text))
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as fh:  # a file object: np.save would append ".npy" to a name
+        np.save(fh, array)
 
 
 def read_checkpoints(path: Path) -> tuple[dict[str, dict[str, torch.Tensor]],

@@ -1,28 +1,28 @@
-"""Run a scenario end to end: data -> devices -> training -> inference -> records."""
+"""Run a scenario end to end, as the stages of :mod:`simulator.stages` over its run
+directory: train -> deploy -> infer -> attack -> records."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
+import yaml
 
-from analysis.metrics import mean_ci
 from simulator.data import DATASETS, make_splits
-from simulator.engine.centralized import train_centralized
-from simulator.engine.coordinator import (TrainingOutcome, Transport, run_inference,
-                                          run_split_training)
+from simulator.engine.coordinator import Transport
 from simulator.engine.workspace import ModelKit, Workspace
-from simulator.latency import inference_latency
+from simulator.interrupt import RunInterrupted
 from simulator.population import expand_population
 from simulator.records import RunRecorder, new_run_dir
 from simulator.scenario import Scenario, plugin_params
 from simulator.seeding import derive_seed, rng
+from simulator.stages import STAGES, RunContext, attack, deploy, infer, records, train
 
-__all__ = ["attack_run", "build_workspace", "device_table", "run_scenario", "tier_table"]
+__all__ = ["attack_run", "build_workspace", "resume_run", "run_scenario"]
 
 Progress = Callable[[str, int, int, str], None]
 
@@ -57,21 +57,36 @@ def _carve_provider(private, share: float | int, seed: int):
 
 def run_scenario(scenario: Scenario, out: str | Path | None = None,
                  progress: Progress | None = None,
-                 transport_factory: Callable[..., Any] | None = None) -> Path:
-    """Run ``scenario`` and return its run directory.
+                 transport_factory: Callable[..., Any] | None = None,
+                 resume: bool = False, debug: bool = False) -> Path:
+    """Run ``scenario`` stage by stage and return its run directory.
 
     Parameters
     ----------
     out
         The run directory; default ``<output_dir>/<name>`` (never overwriting a run).
     transport_factory
-        For benchmarks: ``factory(ws, cloud_state, body)`` replacing Flower + Ray.
+        ``factory(ws, cloud_state, body, debug=...)`` replacing Flower + Ray (the local
+        engine of tests and benchmarks; attacks then run in this process too).
+    resume
+        ``out`` is an interrupted run: skip its finished stages, continue the rest.
+    debug
+        Keep Flower's and Ray's own logs (tracebacks of dead processes).
     """
     progress = progress or (lambda *a: None)
-    path = Path(out) if out else new_run_dir(scenario.output_dir, scenario.name)
-    recorder = RunRecorder(path, scenario)
+    if resume:
+        path = Path(out)
+        if json.loads((path / "manifest.json").read_text()).get("status") == "complete":
+            progress("run", len(STAGES), len(STAGES), "already complete: nothing to do")
+            return path
+    else:
+        path = Path(out) if out else new_run_dir(scenario.output_dir, scenario.name)
+    recorder = RunRecorder(path, scenario, resume=resume)
     try:
-        _run(scenario, recorder, progress, transport_factory)
+        _run(scenario, recorder, progress, transport_factory, debug)
+    except RunInterrupted:
+        recorder.finish("interrupted")
+        raise
     except BaseException as err:
         recorder.finish("failed", error=f"{type(err).__name__}: {err}")
         raise
@@ -79,69 +94,65 @@ def run_scenario(scenario: Scenario, out: str | Path | None = None,
     return path
 
 
+def resume_run(path: str | Path, progress: Progress | None = None,
+               debug: bool = False) -> Path:
+    """Continue the run in ``path`` (killed, interrupted or failed) with its own scenario."""
+    from simulator.loading import validate_scenario
+    path = Path(path)
+    if not (path / "manifest.json").is_file() or not (path / "scenario.yaml").is_file():
+        raise FileNotFoundError(f"{path} is not a run directory (no manifest.json and "
+                                "scenario.yaml): give a directory written by `siftsim run`")
+    raw = yaml.safe_load((path / "scenario.yaml").read_text())
+    scenario = validate_scenario(raw, source=str(path / "scenario.yaml"))
+    return run_scenario(scenario, path, progress, resume=True, debug=debug)
+
+
 def _run(scenario: Scenario, recorder: RunRecorder, progress: Progress,
-         transport_factory: Callable[..., Any] | None) -> None:
+         transport_factory: Callable[..., Any] | None, debug: bool) -> None:
     t0 = time.perf_counter()
     ws = build_workspace(scenario)
-    kit = ModelKit(ws)
-    edge_states, cloud_state = kit.initial_states()
-    recorder.phase_done("setup", time.perf_counter() - t0, devices=len(ws.population.devices),
+    ctx = RunContext(ws, ModelKit(ws), recorder, progress, debug)
+    recorder.mark_stage("setup", time.perf_counter() - t0, devices=len(ws.population.devices),
                         nodes=len(ws.population.nodes), private_samples=len(ws.private_y))
-    rounds: list[dict] = []
-    if scenario.training.mode == "centralized":
-        t0 = time.perf_counter()
-        edge_states, cloud_state, rounds = train_centralized(ws, kit, edge_states,
-                                                             cloud_state, progress)
-        recorder.phase_done("training", time.perf_counter() - t0)
+    state, extra = train.load_state(ctx)
+    if not recorder.stage_done("train") and state.next_round:
+        progress("run", 1, len(STAGES), f"resuming training after round {state.next_round}")
+    if scenario.training.mode == "centralized" and not recorder.stage_done("train"):
+        state = train.run_centralized(ctx, state, extra)
 
     def body(transport: Transport) -> None:
-        nonlocal edge_states
-        outcome = None
-        if scenario.training.mode == "split":
-            t1 = time.perf_counter()
-            outcome = run_split_training(ws, kit, transport, edge_states, progress)
-            edge_states = outcome.edge_states
-            rounds.extend(outcome.rounds)
-            recorder.checkpoints(edge_states, transport.cloud("state"))
-            recorder.table("rounds", pd.DataFrame(rounds))
-            recorder.phase_done("training", time.perf_counter() - t1)
+        nonlocal state
+        if not recorder.stage_done("train"):
+            state = train.run_split(ctx, transport, state, extra)
+        if recorder.stage_done("deploy"):
+            edges, cloud = deploy.deployed(ctx)
         else:
-            recorder.checkpoints(edge_states, cloud_state)
-            recorder.table("rounds", pd.DataFrame(rounds))
-        t1 = time.perf_counter()
-        accuracy = run_inference(ws, transport, edge_states, progress)
-        devices = device_table(ws, kit, accuracy, outcome)
-        recorder.table("devices", devices)
-        recorder.table("tiers", tier_table(devices))
-        observations = transport.cloud("observations")
-        recorder.observations(observations, ws.private_index)
-        recorder.phase_done("inference", time.perf_counter() - t1)
-        if scenario.adversary.enabled and scenario.adversary.attacks:
-            t1 = time.perf_counter()
-            progress("attack", 0, len(observations), "curious cloud")
-            results = transport.attack(edge_states, transport.cloud("state"), observations)
-            recorder.leakage(results)
-            recorder.phase_done("attack", time.perf_counter() - t1)
-            progress("attack", len(observations), len(observations), "done")
+            edges, cloud = deploy.deploy(ctx, state)
+        infer.infer(ctx, transport, state, edges, cloud)
 
-    if transport_factory is None:
-        from simulator.engine.flower import run_on_flower
-        transport_factory = run_on_flower
-    transport_factory(ws, cloud_state, body)
+    if not recorder.stage_done("infer"):
+        if transport_factory is None:
+            from simulator.engine.flower import run_on_flower
+            factory: Callable[..., Any] = run_on_flower
+        else:
+            factory = transport_factory
+        factory(ws, state.cloud_state, body, debug=debug)
+    if scenario.adversary.enabled and scenario.adversary.attacks:
+        if not recorder.stage_done("attack"):
+            attack.attack(ctx, executor="ray" if transport_factory is None else "local")
+        if not recorder.stage_done("records"):
+            records.records(ctx)
 
 
 def attack_run(path: str | Path, overrides: list[str] | None = None,
-               progress: Progress | None = None) -> Path:
+               progress: Progress | None = None, executor: str = "ray") -> Path:
     """Rerun the curious cloud on a finished run directory (nothing is retrained).
 
     ``overrides`` (``adversary.attacks=[...]``, ...) change the resolved scenario; the
-    previous leakage outputs move to ``history/``.
+    previous attack units and leakage outputs move to ``history/``. This is the run's
+    own attack stage, started again.
     """
-    import yaml
-
-    from simulator.adversary import run_adversary
     from simulator.loading import apply_override, validate_scenario
-    from simulator.records import read_checkpoints, read_observations
     path = Path(path)
     if not (path / "observations" / "index.parquet").is_file():
         raise FileNotFoundError(f"{path} holds no observation log (observations/"
@@ -150,52 +161,23 @@ def attack_run(path: str | Path, overrides: list[str] | None = None,
     for item in overrides or []:
         apply_override(raw, item)
     raw.setdefault("adversary", {})["enabled"] = True
+    raw.pop("faults", None)   # injected faults belong to the original run
     scenario = validate_scenario(raw, source=str(path / "scenario.yaml"))
     recorder = RunRecorder(path, scenario, resume=True)
-    t0 = time.perf_counter()
-    edges, cloud = read_checkpoints(path)
-    results = run_adversary(build_workspace(scenario), edges, cloud, read_observations(path))
-    recorder.leakage(results)
-    recorder.phase_done("attack", time.perf_counter() - t0)
+    units = path / "stages" / "attack"
+    if units.is_dir():
+        folder = path / "history" / time.strftime("%Y%m%d-%H%M%S")
+        folder.mkdir(parents=True, exist_ok=True)
+        units.rename(folder / "attack-units")
+    for stage in ("attack", "records"):
+        recorder.forget_stage(stage)
+    ws = build_workspace(scenario)
+    ctx = RunContext(ws, ModelKit(ws), recorder, progress or (lambda *a: None))
+    try:
+        attack.attack(ctx, executor=executor)
+        records.records(ctx)
+    except RunInterrupted:
+        recorder.finish("interrupted")
+        raise
+    recorder.finish()
     return path
-
-
-def device_table(ws: Workspace, kit: ModelKit, accuracy: dict[int, dict[str, float]],
-                 outcome: TrainingOutcome | None) -> pd.DataFrame:
-    """One row per device: identity, data, utility, edge cost and simulated latency."""
-    rows = []
-    for d in ws.population.devices:
-        tier = kit.tiers[d.tier]
-        cost = kit.costs[d.tier]
-        acc = accuracy[d.device_id]
-        weights_mb = cost.params * 4 / 1e6
-        rows.append({
-            "device_id": d.device_id, "tier": d.tier, "node": d.node,
-            "encoder": tier.encoder.name, "defense": tier.defense.name,
-            "n_train": len(d.train_idx), "n_test": len(d.test_idx),
-            "rounds_trained": outcome.participation[d.device_id] if outcome else 0,
-            "train_loss": outcome.device_loss.get(d.device_id, np.nan) if outcome else np.nan,
-            "accuracy": acc["accuracy"], "correct": int(acc["correct"]),
-            "params": cost.params, "macs": cost.macs, "elements_per_sample": cost.elements,
-            "bytes_per_sample": cost.bytes, **inference_latency(cost, d.profile),
-            "compute_gflops": d.profile.compute_gflops,
-            "uplink_mbps": d.profile.uplink_mbps, "memory_mb": d.profile.memory_mb,
-            "availability": d.profile.availability, "weights_mb": weights_mb,
-            "fits_memory": weights_mb <= d.profile.memory_mb})
-    return pd.DataFrame(rows)
-
-
-def tier_table(devices: pd.DataFrame) -> pd.DataFrame:
-    """One row per tier: device-accuracy mean with a 95% interval, costs, latency."""
-    rows = []
-    for tier, g in devices.groupby("tier", sort=False):
-        mean, lo, hi = mean_ci(g["accuracy"].to_numpy())
-        rows.append({"tier": tier, "devices": len(g), "encoder": g["encoder"].iloc[0],
-                     "defense": g["defense"].iloc[0], "accuracy_mean": mean,
-                     "accuracy_lo": lo, "accuracy_hi": hi,
-                     "accuracy_pooled": g["correct"].sum() / g["n_test"].sum(),
-                     "params": int(g["params"].iloc[0]), "macs": int(g["macs"].iloc[0]),
-                     "elements_per_sample": int(g["elements_per_sample"].iloc[0]),
-                     "bytes_per_sample": int(g["bytes_per_sample"].iloc[0]),
-                     "latency_ms_mean": float(g["latency_ms"].mean())})
-    return pd.DataFrame(rows)

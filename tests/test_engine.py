@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from simulator.engine.cloud import Cloud
-from simulator.engine.coordinator import run_split_training, sample_round
+from simulator.engine.coordinator import TrainState, run_split_training, sample_round
 from simulator.engine.local import LocalTransport, run_locally
 from simulator.engine.workspace import ModelKit
 from simulator.loading import validate_scenario
@@ -27,7 +27,8 @@ def test_split_rounds_lower_the_loss(smoke_raw):
     kit = ModelKit(ws)
     edges, cloud_state = kit.initial_states()
     transport = LocalTransport(ws, Cloud(ws, cloud_state))
-    outcome = run_split_training(ws, kit, transport, edges, _quiet)
+    outcome = run_split_training(ws, kit, transport, TrainState.initial(ws, edges, cloud_state),
+                                 _quiet)
     rounds = pd.DataFrame(outcome.rounds).groupby("round")["loss"].mean()
     assert rounds.iloc[-1] < 0.8 * rounds.iloc[0]
     assert all(outcome.participation[d] == 6 for d in outcome.participation)
@@ -73,7 +74,7 @@ def test_flower_run_matches_local_and_writes_the_run_directory(smoke_raw, tmp_pa
         assert (flower / name).is_file(), name
     manifest = json.loads((flower / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["seed"] == 3
-    assert set(manifest["phases"]) == {"setup", "training", "inference"}
+    assert set(manifest["stages"]) == {"setup", "train", "deploy", "infer"}
     devices = pd.read_parquet(flower / "devices.parquet")
     pd.testing.assert_frame_equal(devices, pd.read_parquet(local / "devices.parquet"))
     assert devices["accuracy"].mean() > 0.5  # 4 classes: chance is 0.25
@@ -142,6 +143,6 @@ def test_edge_loss_warmup_schedule_is_recorded_per_round(smoke_raw):
     kit = ModelKit(ws)
     edges, cloud_state = kit.initial_states()
     outcome = run_split_training(ws, kit, LocalTransport(ws, Cloud(ws, cloud_state)),
-                                 edges, _quiet)
+                                 TrainState.initial(ws, edges, cloud_state), _quiet)
     weights = pd.DataFrame(outcome.rounds).groupby("round")["edge_loss_weight"].first()
     assert weights.tolist() == [0.0, 0.5, 1.0, 1.0]

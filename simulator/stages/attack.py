@@ -1,0 +1,235 @@
+"""Stage ``attack``: the curious cloud attacks what it logged, one unit at a time.
+
+A unit is one attack (or the information metrics) against one tier. Units run on Ray
+workers that each reserve one CPU and use one torch thread, so attacks never fight for
+a core and give the same numbers wherever they run; each finished unit is written to
+``stages/attack/<tier>/<attack>.npz`` at once, so a resumed run redoes only unfinished
+units. A worker that dies is retried once on a fresh one; a unit that dies twice is
+recorded as failed (``<attack>.failed.json`` and the manifest) and the others complete.
+``siftsim attack RUN_DIR`` runs this same stage.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from simulator.adversary import Adversary, AttackResult, train_evaluator
+from simulator.engine.observations import TierObservations
+from simulator.engine.workspace import Workspace
+from simulator.faults import FaultPlan, SimulatedCrash, die, mark_actor_process
+from simulator.records import read_checkpoints, read_observations, write_atomic
+from simulator.stages.context import RunContext
+
+__all__ = ["INFORMATION", "Unit", "attack", "load_unit", "units"]
+
+INFORMATION = "information"   # the unit of a tier's information metrics
+
+
+@dataclass(frozen=True)
+class Unit:
+    tier: str
+    label: str   # an attack label, or INFORMATION
+
+    def __str__(self) -> str:
+        return f"{self.label} on tier {self.tier}"
+
+
+def units(ws: Workspace, tiers: list[str]) -> list[Unit]:
+    """Every unit of the scenario's adversary, tier by tier."""
+    adv = ws.scenario.adversary
+    labels = [a.label or a.name for a in adv.attacks]
+    if adv.information.enabled:
+        labels.append(INFORMATION)
+    return [Unit(t, label) for t in tiers for label in labels]
+
+
+def _spec(ws: Workspace, label: str) -> Any:
+    return next(a for a in ws.scenario.adversary.attacks if (a.label or a.name) == label)
+
+
+def _run_unit(ws: Workspace, edges: dict, cloud: dict, evaluator: dict, unit: Unit,
+              obs: TierObservations, attempt: int) -> AttackResult | dict[str, Any]:
+    """One unit, in whichever process runs it (the injected fault strikes here)."""
+    if FaultPlan(ws.scenario.faults, ws.scenario.seed).adversary_dies(
+            unit.tier, unit.label, attempt):
+        die(f"adversary ({unit})")
+    adversary = Adversary(ws, edges, cloud, evaluator)
+    if unit.label == INFORMATION:
+        return adversary.information(unit.tier, obs)
+    return adversary.attack(unit.tier, _spec(ws, unit.label), obs)
+
+
+def _ray_unit(*args: Any) -> Any:
+    mark_actor_process()
+    torch.set_num_threads(1)
+    return _run_unit(*args)
+
+
+def _ray_evaluator(ws: Workspace) -> dict[str, torch.Tensor]:
+    torch.set_num_threads(1)
+    return train_evaluator(ws)
+
+
+# -- unit files ---------------------------------------------------------------------
+
+def _unit_path(ctx: RunContext, unit: Unit, suffix: str) -> Path:
+    return ctx.folder("attack", unit.tier) / f"{unit.label}{suffix}"
+
+
+def _save_unit(ctx: RunContext, unit: Unit, result: AttackResult | dict) -> None:
+    if isinstance(result, dict):
+        text = json.dumps(result, default=float)
+        write_atomic(_unit_path(ctx, unit, ".json"), lambda p: p.write_text(text))
+        return
+    arrays = {**{f"images::{k}": v for k, v in result.images.items()},
+              **{f"recon::{k}": v for k, v in result.reconstructions.items()}}
+
+    def write(p: Path) -> None:
+        with open(p, "wb") as fh:
+            np.savez(fh, **arrays)
+    write_atomic(_unit_path(ctx, unit, ".npz"), write)
+
+
+def load_unit(ctx: RunContext, unit: Unit) -> AttackResult | dict | None:
+    """A finished unit's result; None if it did not finish (or failed)."""
+    if unit.label == INFORMATION:
+        path = _unit_path(ctx, unit, ".json")
+        return json.loads(path.read_text()) if path.is_file() else None
+    path = _unit_path(ctx, unit, ".npz")
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        part = {k.split("::")[0]: {} for k in data.files}
+        for k in data.files:
+            group, name = k.split("::")
+            part[group][name] = data[k]
+    return AttackResult(unit.label, part.get("images", {}), part.get("recon", {}))
+
+
+def failed_reason(ctx: RunContext, unit: Unit) -> str | None:
+    path = _unit_path(ctx, unit, ".failed.json")
+    return json.loads(path.read_text())["reason"] if path.is_file() else None
+
+
+# -- the stage ----------------------------------------------------------------------
+
+def attack(ctx: RunContext, executor: str = "ray") -> None:
+    """Run every unit not yet finished (or failed); marks the stage done."""
+    t0 = time.perf_counter()
+    edges, cloud = read_checkpoints(ctx.path)
+    observations = read_observations(ctx.path)
+    todo = [u for u in units(ctx.ws, sorted(observations))
+            if load_unit(ctx, u) is None and failed_reason(ctx, u) is None]
+    total = len(units(ctx.ws, sorted(observations)))
+    done = total - len(todo)
+    ctx.progress("attack", done, total, f"{len(todo)} units to run "
+                 f"({len(observations)} tiers)" if todo else "nothing left to run")
+    if todo:
+        run = _run_on_ray if executor == "ray" else _run_here
+        run(ctx, todo, edges, cloud, observations, done, total)
+    ctx.recorder.mark_stage("attack", time.perf_counter() - t0, units=total,
+                            units_failed=sum(failed_reason(ctx, u) is not None
+                                             for u in units(ctx.ws, sorted(observations))))
+
+
+def _evaluator(ctx: RunContext, train: Any) -> dict[str, torch.Tensor]:
+    """The independent evaluation classifier: trained once per run, kept for resumes."""
+    path = ctx.folder("attack") / "evaluator.pt"
+    if path.is_file():
+        return torch.load(path, weights_only=True)
+    state = train()
+    write_atomic(path, lambda p: torch.save(state, p))
+    return state
+
+
+def _finished(ctx: RunContext, unit: Unit, result: Any, done: int, total: int) -> None:
+    _save_unit(ctx, unit, result)
+    ctx.progress("attack", done, total, str(unit))
+
+
+def _give_up(ctx: RunContext, unit: Unit, reason: str, done: int, total: int) -> None:
+    text = json.dumps({"tier": unit.tier, "attack": unit.label, "reason": reason})
+    write_atomic(_unit_path(ctx, unit, ".failed.json"), lambda p: p.write_text(text))
+    ctx.recorder.record_failures([{"stage": "attack", "kind": "adversary",
+                                   "tier": unit.tier, "attack": unit.label,
+                                   "reason": reason}])
+    ctx.progress("fault", done, total, f"{unit} failed twice ({reason}): recorded as "
+                 "failed; the other attacks continue")
+
+
+def _run_here(ctx: RunContext, todo: list[Unit], edges: dict, cloud: dict,
+              observations: dict, done: int, total: int) -> None:
+    """In this process, one unit after another (the local engine)."""
+    evaluator = _evaluator(ctx, lambda: train_evaluator(ctx.ws))
+    for unit in todo:
+        for attempt in range(2):
+            try:
+                result = _run_unit(ctx.ws, edges, cloud, evaluator, unit,
+                                   observations[unit.tier], attempt)
+            except SimulatedCrash as err:
+                if attempt == 0:
+                    ctx.progress("fault", done, total, f"{unit}: {err}; retrying")
+                    continue
+                _give_up(ctx, unit, str(err), done, total)
+                break
+            done += 1
+            _finished(ctx, unit, result, done, total)
+            break
+
+
+def _run_on_ray(ctx: RunContext, todo: list[Unit], edges: dict, cloud: dict,
+                observations: dict, done: int, total: int) -> None:
+    """Units as Ray tasks of one CPU each; finished units are saved as they arrive."""
+    import ray
+
+    from simulator.engine.flower import init_ray
+    init_ray(ctx.ws.scenario.ray)
+    ws_ref = ray.put(ctx.ws)
+    remote_eval = ray.remote(num_cpus=1, max_retries=1)(_ray_evaluator)
+    evaluator = _evaluator(ctx, lambda: ray.get(remote_eval.remote(ws_ref)))
+    refs = {k: ray.put(v) for k, v in (("edges", edges), ("cloud", cloud),
+                                        ("evaluator", evaluator))}
+    obs_refs = {t: ray.put(o) for t, o in observations.items()}
+    task = ray.remote(num_cpus=1, max_retries=0)(_ray_unit)
+
+    def submit(unit: Unit, attempt: int) -> Any:
+        return task.remote(ws_ref, refs["edges"], refs["cloud"], refs["evaluator"], unit,
+                           obs_refs[unit.tier], attempt)
+
+    pending = {submit(u, 0): (u, 0) for u in todo}
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+        for ref in ready:
+            unit, attempt = pending.pop(ref)
+            try:
+                result = ray.get(ref)
+            except (ray.exceptions.WorkerCrashedError, ray.exceptions.RayTaskError,
+                    ray.exceptions.RayActorError) as err:
+                reason = _why(err)
+                if attempt == 0:
+                    ctx.progress("fault", done, total, f"{unit}: {reason}; retrying on "
+                                 "a fresh worker")
+                    pending[submit(unit, 1)] = (unit, 1)
+                else:
+                    _give_up(ctx, unit, reason, done, total)
+                continue
+            done += 1
+            _finished(ctx, unit, result, done, total)
+
+
+def _why(err: BaseException) -> str:
+    """One line for a failed unit (Ray's own text carries a traceback)."""
+    import ray
+    if isinstance(err, ray.exceptions.WorkerCrashedError):
+        return "its worker process died"
+    cause = getattr(err, "cause", None)
+    if cause is not None:
+        return f"{type(cause).__name__}: {cause}".splitlines()[0][:300]
+    return str(err).strip().splitlines()[-1][:300]

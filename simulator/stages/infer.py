@@ -1,0 +1,89 @@
+"""Stage ``infer``: every device runs its private test samples through the deployed
+models; the cloud's observation log (training rounds + inference) is written.
+
+Outputs: ``devices`` (one row per device: identity, data, participation, failures,
+accuracy, edge cost, simulated latency, profile), ``tiers`` and ``observations/``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+
+from analysis.metrics import mean_ci
+from simulator.engine.coordinator import Transport, TrainState, run_inference
+from simulator.engine.observations import merge_observations
+from simulator.latency import inference_latency
+from simulator.stages.context import RunContext
+from simulator.stages.train import training_observations
+
+__all__ = ["device_table", "infer", "tier_table"]
+
+
+def infer(ctx: RunContext, transport: Transport, state: TrainState,
+          edges: dict, cloud: dict) -> None:
+    """Serve every device with the deployed ``edges`` and ``cloud``; mark the stage."""
+    t0 = time.perf_counter()
+    transport.cloud.load(cloud)
+    transport.cloud.drain()          # nothing of training belongs to this stage's log
+    failures: list[dict] = []
+    accuracy = run_inference(ctx.ws, transport, edges, cloud, ctx.progress, failures)
+    ctx.recorder.record_failures(failures)
+    devices = device_table(ctx, accuracy, state)
+    ctx.recorder.table("devices", devices)
+    ctx.recorder.table("tiers", tier_table(devices))
+    chunks = training_observations(ctx, state.next_round) \
+        if ctx.ws.scenario.training.mode == "split" else []
+    log = merge_observations([*chunks, transport.cloud.drain()],
+                             ctx.ws.scenario.observation.training_per_device)
+    ctx.recorder.observations(log, ctx.ws.private_index)
+    ctx.recorder.mark_stage("infer", time.perf_counter() - t0,
+                            devices_served=len(accuracy))
+
+
+def device_table(ctx: RunContext, accuracy: dict[int, dict[str, float]],
+                 state: TrainState) -> pd.DataFrame:
+    """One row per device: identity, data, utility, edge cost and simulated latency."""
+    ws, kit = ctx.ws, ctx.kit
+    rows = []
+    for d in ws.population.devices:
+        tier = kit.tiers[d.tier]
+        cost = kit.costs[d.tier]
+        acc = accuracy.get(d.device_id, {"accuracy": np.nan, "correct": 0})
+        weights_mb = cost.params * 4 / 1e6
+        rows.append({
+            "device_id": d.device_id, "tier": d.tier, "node": d.node,
+            "encoder": tier.encoder.name, "defense": tier.defense.name,
+            "n_train": len(d.train_idx), "n_test": len(d.test_idx),
+            "rounds_trained": state.participation.get(d.device_id, 0),
+            "rounds_failed": state.rounds_failed.get(d.device_id, 0),
+            "train_loss": state.device_loss.get(d.device_id, np.nan),
+            "served": d.device_id in accuracy,
+            "accuracy": acc["accuracy"], "correct": int(acc["correct"]),
+            "params": cost.params, "macs": cost.macs, "elements_per_sample": cost.elements,
+            "bytes_per_sample": cost.bytes, **inference_latency(cost, d.profile),
+            "compute_gflops": d.profile.compute_gflops,
+            "uplink_mbps": d.profile.uplink_mbps, "memory_mb": d.profile.memory_mb,
+            "availability": d.profile.availability, "weights_mb": weights_mb,
+            "fits_memory": weights_mb <= d.profile.memory_mb})
+    return pd.DataFrame(rows)
+
+
+def tier_table(devices: pd.DataFrame) -> pd.DataFrame:
+    """One row per tier: device-accuracy mean with a 95% interval, costs, latency."""
+    rows = []
+    for tier, g in devices.groupby("tier", sort=False):
+        served = g[g["served"]]
+        mean, lo, hi = mean_ci(served["accuracy"].to_numpy())
+        rows.append({"tier": tier, "devices": len(g), "encoder": g["encoder"].iloc[0],
+                     "defense": g["defense"].iloc[0], "accuracy_mean": mean,
+                     "accuracy_lo": lo, "accuracy_hi": hi,
+                     "accuracy_pooled": served["correct"].sum() / max(1, served["n_test"].sum()),
+                     "devices_unserved": int((~g["served"]).sum()),
+                     "params": int(g["params"].iloc[0]), "macs": int(g["macs"].iloc[0]),
+                     "elements_per_sample": int(g["elements_per_sample"].iloc[0]),
+                     "bytes_per_sample": int(g["bytes_per_sample"].iloc[0]),
+                     "latency_ms_mean": float(g["latency_ms"].mean())})
+    return pd.DataFrame(rows)

@@ -1,0 +1,130 @@
+"""Stage ``train``: split training through Flower, or the provider's centralized training.
+
+Every round end writes a checkpoint (``stages/train/checkpoint.pt``: tier edges, the
+cloud, per-device counters, the round table, failures; for centralized training also
+the optimiser state) and the round's share of the cloud's observation log
+(``stages/train/observations``). A run killed mid-training resumes from the last round
+end and continues bit for bit: every random draw derives from (seed, round, device,
+step), and optimisers live for one round only (centralized: saved).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from simulator.engine.centralized import train_centralized
+from simulator.engine.coordinator import Transport, TrainState, run_split_training
+from simulator.engine.observations import (TierObservations, load_chunk, merge_observations,
+                                           save_chunk)
+from simulator.records import write_atomic
+from simulator.stages.context import RunContext
+
+__all__ = ["load_state", "run_centralized", "run_split", "training_observations"]
+
+_COMPACT_AFTER = 8   # round files before they are merged into one (bounds the disk)
+
+
+def load_state(ctx: RunContext) -> tuple[TrainState, dict[str, Any]]:
+    """The last checkpoint (state, extras), or the initial weights of a fresh run."""
+    path = ctx.folder("train") / "checkpoint.pt"
+    if path.is_file():
+        data = torch.load(path, weights_only=True)
+        return TrainState(**data["state"]), data["extra"]
+    edges, cloud = ctx.kit.initial_states()
+    return TrainState.initial(ctx.ws, edges, cloud), {"seconds": 0.0}
+
+
+def _save(ctx: RunContext, state: TrainState, extra: dict[str, Any]) -> None:
+    data = {"state": asdict(state), "extra": extra}
+    write_atomic(ctx.folder("train") / "checkpoint.pt", lambda p: torch.save(data, p))
+    ctx.recorder.record_failures(state.failures)
+
+
+def run_split(ctx: RunContext, transport: Transport, state: TrainState,
+              extra: dict[str, Any]) -> TrainState:
+    """SplitFed rounds from the checkpoint on; marks the stage done."""
+    t0, before = time.perf_counter(), extra.get("seconds", 0.0)
+    cap = ctx.ws.scenario.observation.training_per_device
+
+    def round_end(st: TrainState, observed: dict[str, TierObservations]) -> None:
+        _keep_observations(ctx, st.next_round - 1, merge_observations([observed], cap))
+        _save(ctx, st, {"seconds": before + time.perf_counter() - t0})
+        _compact(ctx, st.next_round - 1, cap)
+
+    state = run_split_training(ctx.ws, ctx.kit, transport, state, ctx.progress, round_end)
+    _finish(ctx, state, before + time.perf_counter() - t0)
+    return state
+
+
+def run_centralized(ctx: RunContext, state: TrainState, extra: dict[str, Any]) -> TrainState:
+    """The provider trains every tier with the cloud (epochs are its rounds)."""
+    t0, before = time.perf_counter(), extra.get("seconds", 0.0)
+
+    def epoch_end(epoch: int, edges: dict, cloud: dict, opt: dict, rows: list) -> None:
+        st = TrainState(epoch + 1, edges, cloud, list(rows), state.participation,
+                        state.rounds_failed, {}, [])
+        _save(ctx, st, {"seconds": before + time.perf_counter() - t0, "optimizer": opt})
+
+    edges, cloud, rows = train_centralized(
+        ctx.ws, ctx.kit, state.edge_states, state.cloud_state, ctx.progress,
+        start_epoch=state.next_round, optimizer_state=extra.get("optimizer"),
+        rows=state.rounds, on_epoch_end=epoch_end)
+    done = TrainState(ctx.ws.scenario.training.epochs, edges, cloud, rows,
+                      state.participation, state.rounds_failed, {}, [])
+    _save(ctx, done, {"seconds": before + time.perf_counter() - t0})
+    _finish(ctx, done, before + time.perf_counter() - t0)
+    return done
+
+
+def _finish(ctx: RunContext, state: TrainState, seconds: float) -> None:
+    ctx.recorder.table("rounds", pd.DataFrame(state.rounds))
+    lost = sum(state.rounds_failed.values())
+    ctx.recorder.mark_stage("train", seconds, rounds=state.next_round,
+                            device_rounds_lost=lost)
+
+
+# The observation log of training: one file per round end, merged every few rounds.
+# Files are named by the last round they cover: r<k> holds round k alone, m<k> every
+# round up to k. Only files up to the checkpoint's round are valid: a file written
+# after the last checkpoint (a kill in between) is ignored and replaced.
+
+def _files(ctx: RunContext) -> list[tuple[str, int, Path]]:
+    out = []
+    for p in ctx.folder("train", "observations").glob("[rm]*.npz"):
+        out.append((p.name[0], int(p.stem[1:]), p))
+    return sorted(out, key=lambda f: (f[1], f[0] == "r"))
+
+
+def _valid(ctx: RunContext, upto: int) -> list[Path]:
+    files = [f for f in _files(ctx) if f[1] <= upto]
+    merged = [f for f in files if f[0] == "m"]
+    start = merged[-1][1] if merged else -1
+    return ([merged[-1][2]] if merged else []) + [p for k, r, p in files
+                                                  if k == "r" and r > start]
+
+
+def _keep_observations(ctx: RunContext, rnd: int,
+                       observed: dict[str, TierObservations]) -> None:
+    save_chunk(ctx.folder("train", "observations") / f"r{rnd:05d}.npz", observed)
+
+
+def _compact(ctx: RunContext, rnd: int, cap: int) -> None:
+    files = _valid(ctx, rnd)
+    if len(files) < _COMPACT_AFTER:
+        return
+    merged = merge_observations([load_chunk(p) for p in files], cap)
+    save_chunk(ctx.folder("train", "observations") / f"m{rnd:05d}.npz", merged)
+    for _, _, p in _files(ctx):
+        if p.name != f"m{rnd:05d}.npz":
+            p.unlink()
+
+
+def training_observations(ctx: RunContext, rounds_done: int) -> list[dict[str, TierObservations]]:
+    """The logged training features of rounds ``0 .. rounds_done - 1``, in order."""
+    return [load_chunk(p) for p in _valid(ctx, rounds_done - 1)]
