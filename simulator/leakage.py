@@ -53,8 +53,8 @@ COLUMNS = ("scope", "device_id", "tier", "attack", "threat_model", "metric", "va
 WORST_CASE = "worst_case"
 INFORMATION = "information"
 
-_PER_IMAGE = {"ssim": "ssim", "psnr": "psnr", "mse": "mse", "attack_acc": "eval_correct",
-              "nn_ident": "nn_correct"}
+_PER_IMAGE = {"ssim": "ssim", "psnr": "psnr", "mse": "mse",
+              "attack_acc": "eval_correct", "nn_ident": "nn_correct"}
 _METRICS = (*_PER_IMAGE, "recognisable")
 _RECOGNISABLE = 0.3      # SSIM above which a reconstruction counts as recognisable
 _LOWER_LEAKS = {"mse"}   # every other metric: higher = more leakage
@@ -64,10 +64,11 @@ _NOT_SAMPLED = {"chance"}  # 1 / classes: no samples behind it
 
 
 def images_table(results: list[TierLeakage]) -> pd.DataFrame:
-    frames = [pd.DataFrame({"tier": r.tier, **r.images}) for r in results if len(r.images["ssim"])]
+    frames = [pd.DataFrame({"tier": r.tier, **r.images}) for r in results
+              if len(r.images["ssim"])]
     if not frames:
-        return pd.DataFrame(columns=["tier", "attack", "threat_model", "device_id", "sample",
-                                     *set(_PER_IMAGE.values())])
+        return pd.DataFrame(columns=["tier", "attack", "threat_model", "device_id",
+                                     "sample", *_PER_IMAGE.values()])
     out = pd.concat(frames, ignore_index=True)
     out["eval_correct"] = out["eval_correct"].astype(bool)
     out["nn_correct"] = out["nn_correct"].astype(bool)
@@ -98,9 +99,11 @@ def _device_rows(images: pd.DataFrame) -> pd.DataFrame:
     """Per device and attack: each metric's mean over the device's images."""
     scores = images.assign(recognisable=images["ssim"] > _RECOGNISABLE,
                            **{m: images[c] for m, c in _PER_IMAGE.items()})
+    # devices in id order (tiers then appear as configured), attacks by name
+    scores = scores.sort_values(["device_id", "attack"], kind="stable")
     rows = []
     for (tier, device, attack), g in scores.groupby(["tier", "device_id", "attack"],
-                                                    sort=True):
+                                                    sort=False):
         for metric in _METRICS:
             mean, lo, hi = mean_ci(g[metric].to_numpy(np.float64))
             rows.append({"scope": "device", "device_id": int(device), "tier": tier,
@@ -131,7 +134,7 @@ def _tier_rows(devices: pd.DataFrame) -> pd.DataFrame:
     """Per tier, attack and metric: mean over devices with a 95% interval."""
     rows = []
     for (tier, attack, metric), g in devices.groupby(["tier", "attack", "metric"],
-                                                     sort=True):
+                                                     sort=False):
         values = g["value"].dropna().to_numpy(np.float64)
         mean, lo, hi = mean_ci(values)
         rows.append({"scope": "tier", "tier": tier, "attack": attack,
@@ -147,7 +150,7 @@ def _information_rows(information: dict[str, dict[str, Any]]) -> pd.DataFrame:
         for key, value in info.items():
             if key == "info_samples" or key in _ESTIMATORS:
                 continue
-            if not isinstance(value, int | float | np.number) or isinstance(value, bool):
+            if isinstance(value, bool) or not isinstance(value, int | float | np.number):
                 raise TypeError(f"information[{tier!r}][{key!r}] = {value!r} is not a "
                                 f"number: add it to _ESTIMATORS in {__name__} if it "
                                 "describes a metric")
@@ -177,7 +180,8 @@ def wide_devices(long: pd.DataFrame) -> pd.DataFrame:
     if d.empty:
         return pd.DataFrame(columns=["device_id"])
     value = _spread(d, "device_id", "value")
-    bounds = {s: _spread(d[d["metric"] == "ssim"], "device_id", s) for s in ("lo", "hi")}
+    ssim = d[d["metric"] == "ssim"]
+    bounds = {s: _spread(ssim, "device_id", s) for s in ("lo", "hi")}
     cols: dict[str, pd.Series] = {}
     for attack in sorted(set(d["attack"]) - {WORST_CASE}):
         for metric in _METRICS[:-1]:
@@ -208,7 +212,8 @@ def wide_tiers(long: pd.DataFrame) -> pd.DataFrame:
         cols[str(metric)] = g.set_index("tier")["value"]
     if info["n"].notna().any():
         samples = info.groupby("tier")["n"].max()
-        cols["info_samples"] = samples if samples.isna().any() else samples.astype("int64")
+        cols["info_samples"] = (samples if samples.isna().any()
+                                else samples.astype("int64"))
     for key, metric in _ESTIMATORS.items():
         rows = info[(info["metric"] == metric) & info["estimator"].notna()]
         if len(rows):
