@@ -16,6 +16,7 @@ _EXPORTS = {
     "attacks_in": "analysis.rundir",
     "load_run": "analysis.rundir",
     "load_sweep": "analysis.rundir",
+    "load_sweep_leakage": "analysis.rundir",
     "sweep_axes": "analysis.rundir",
     "information_table": "analysis.tables",
     "leakage_table": "analysis.tables",

@@ -1,7 +1,8 @@
 """Several runs side by side: stacked tier tables, an HTML page, a sweep's report.
 
-A comparison stacks the runs' tier tables with a ``run`` column; a sweep directory's
-``sweep.parquet`` is already such a table (``point`` plus the axis columns).
+A comparison stacks the runs' tier tables, and their long leakage tables, with a
+``run`` column; a sweep directory's ``sweep.parquet`` is already such a tier table
+(``point`` plus the axis columns) and its points' leakage tables stack by ``point``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import pandas as pd
 from analysis import figures as F
 from analysis._render import Document
 from analysis.report import CONVENTIONS
-from analysis.rundir import Run, attacks_in, load_run, load_sweep, sweep_axes
+from analysis.rundir import (Run, attacks_in, load_run, load_sweep, load_sweep_leakage,
+                             sweep_axes)
 from analysis.tables import collapse_note, leakage_table, tier_summary
 
 __all__ = ["build_sweep_report", "compare_runs", "write_comparison",
@@ -49,6 +51,14 @@ def _combine(runs: list[Run]) -> pd.DataFrame:
     return out[first + [c for c in out.columns if c not in first]]
 
 
+def _combine_leakage(runs: list[Run]) -> pd.DataFrame | None:
+    """The runs' long leakage tables stacked with ``run`` (None: none attacked)."""
+    frames = [r.leakage.assign(run=label)
+              for r, label in zip(runs, _labels(runs), strict=True)
+              if r.leakage is not None]
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
 def compare_runs(paths: Sequence[str | Path]) -> pd.DataFrame:
     """The runs' tier tables stacked, with ``run`` (a unique label) and ``run_dir``.
 
@@ -69,12 +79,14 @@ def write_comparison(paths: Sequence[str | Path], out_dir: str | Path) -> Path:
     doc.table(pd.DataFrame([_run_row(r, label) for r, label in zip(runs, labels,
                                                                     strict=True)]))
     doc.heading("Per-tier results")
-    doc.table(tier_summary(frame), "Utility, cost, leakage and information per tier")
-    attacks = attacks_in(frame)
-    if attacks:
-        doc.table(leakage_table(frame), "Leakage per run, tier and attack")
+    leakage = _combine_leakage(runs)
+    doc.table(tier_summary(frame, leakage),
+              "Utility, cost, leakage and information per tier")
+    attacked = bool(attacks_in(leakage))
+    if attacked:
+        doc.table(leakage_table(leakage), "Leakage per run, tier and attack")
     doc.heading("Figures")
-    _frontiers(doc, frame, attacks)
+    _frontiers(doc, frame, attacked)
     doc.heading("Metric conventions")
     doc.definitions(CONVENTIONS)
     path = out / "comparison.html"
@@ -82,12 +94,12 @@ def write_comparison(paths: Sequence[str | Path], out_dir: str | Path) -> Path:
     return path
 
 
-def _frontiers(doc: Document, frame: pd.DataFrame, attacks: list[str],
+def _frontiers(doc: Document, frame: pd.DataFrame, attacked: bool,
                group: str = "run") -> None:
     """The privacy-utility frontier where leakage exists, and the cost-utility one."""
-    plots = [(None, "Privacy")] if attacks else []
+    plots = [(None, "Privacy")] if attacked else []
     plots.append(("bytes_per_sample", "Cost (bytes sent per sample)"))
-    if not attacks:
+    if not attacked:
         doc.note("No leakage recorded: only the cost-utility frontier is drawn.")
     for leakage, kind in plots:
         try:
@@ -97,8 +109,13 @@ def _frontiers(doc: Document, frame: pd.DataFrame, attacks: list[str],
             doc.note(f"{kind}-utility frontier skipped: {err}")
 
 
-def build_sweep_report(table: pd.DataFrame, title: str = "sweep") -> Document:
-    """A sweep table (one row per point and tier) as a report document."""
+def build_sweep_report(table: pd.DataFrame, title: str = "sweep",
+                       leakage: pd.DataFrame | None = None) -> Document:
+    """A sweep table (one row per point and tier) as a report document.
+
+    ``leakage``: the points' long leakage tables stacked with ``point``
+    (:func:`analysis.rundir.load_sweep_leakage`); without it, no leakage sections.
+    """
     axes = sweep_axes(table)
     doc = Document(f"siftsim sweep report: {title}")
     doc.heading("Points")
@@ -113,20 +130,20 @@ def build_sweep_report(table: pd.DataFrame, title: str = "sweep") -> Document:
     collapsed = collapse_note(done)
     if collapsed:
         doc.note(collapsed)
-    summary = tier_summary(done)
+    summary = tier_summary(done, leakage)
     if axes:  # point, then its axis values, then the tier's results
         rest = summary.drop(columns=["point"], errors="ignore")
         summary = pd.concat([summary[["point"]] if "point" in summary else None,
                              done[axes].reset_index(drop=True), rest], axis=1)
     doc.table(summary, "Utility, cost, leakage and information per tier")
-    attacks = attacks_in(done)
-    if attacks:
-        doc.table(leakage_table(done), "Leakage per point, tier and attack")
+    attacked = bool(attacks_in(leakage))
+    if attacked:
+        doc.table(leakage_table(leakage), "Leakage per point, tier and attack")
     doc.heading("Figures")
     group = axes[0] if axes else "point"
-    if attacks:
+    if attacked:
         _leakage_vs_budget(doc, done, group)
-    _frontiers(doc, done, attacks, group=group)
+    _frontiers(doc, done, attacked, group=group)
     doc.heading("Metric conventions")
     doc.definitions(CONVENTIONS)
     return doc
@@ -148,7 +165,7 @@ def write_sweep_report(path: str | Path, out_dir: str | Path | None = None
     path = Path(path)
     out = Path(out_dir) if out_dir is not None else path
     out.mkdir(parents=True, exist_ok=True)
-    doc = build_sweep_report(load_sweep(path), path.name)
+    doc = build_sweep_report(load_sweep(path), path.name, load_sweep_leakage(path))
     html_path, md_path = out / "report.html", out / "report.md"
     html_path.write_text(doc.html(), encoding="utf-8")
     md_path.write_text(doc.markdown(out), encoding="utf-8")

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from analysis import figures as F
 from analysis._render import Document
-from analysis.rundir import Run, attacks_in, is_sweep_dir, load_run
+from analysis.rundir import WORST_CASE, Run, is_sweep_dir, load_run
 from analysis.tables import (collapse_note, information_table, leakage_table,
                              tier_summary, worst_case_devices)
 
@@ -38,6 +38,9 @@ CONVENTIONS: list[tuple[str, str]] = [
      "identification: is the gallery image nearest the reconstruction the true one?"),
     ("Intervals", "95% Student-t intervals: per device over its images, per tier over "
      "its devices' means."),
+    ("Worst case", "per device and metric, the value of the most leaking attack "
+     "(lowest MSE; highest SSIM, PSNR, attack accuracy, ...); per tier, the mean of "
+     "its devices' worst cases. All leakage values are read from leakage.parquet."),
     ("dcor2_bc", "bias-corrected (U-centred) distance correlation dCor^2(x, z) on a "
      "fixed-size subsample; comparable across feature shapes."),
     ("mi_nats / mi_paper_nats", "neural estimates of I(x; z) in nats (lower bounds; "
@@ -171,14 +174,14 @@ def _tables(doc: Document, run: Run) -> None:
     collapsed = collapse_note(run.tiers)
     if collapsed:
         doc.note(collapsed)
-    doc.table(tier_summary(run.tiers),
+    doc.table(tier_summary(run.tiers, run.leakage),
               "Utility, cost, leakage and information per tier")
     if run.attacks:
-        doc.table(leakage_table(run.tiers), "Leakage per tier and attack")
+        doc.table(leakage_table(run.leakage), "Leakage per tier and attack")
         info = information_table(run.tiers)
         if len(info.columns) > 1:
             doc.table(info, "Information carried by z")
-    worst = worst_case_devices(run.devices)
+    worst = worst_case_devices(run.devices, run.leakage)
     doc.heading("Worst-case device per tier")
     if len(worst):
         doc.table(worst, f"Criterion: {worst['criterion'].iloc[0]}")
@@ -205,18 +208,18 @@ def _figures(doc: Document, run: Run) -> None:
     if not run.attacks:
         doc.paragraph("No leakage recorded: accuracy and cost figures only.")
         return
-    leak = F.default_leakage(d) if attacks_in(d) else None
+    # which attacks exist comes from the long table; the figures draw its wide views
+    main = WORST_CASE if WORST_CASE in run.attacks else run.attacks[0]
+    leak = f"ssim_{main}"
     for budget in ("macs", "bytes_per_sample", "latency_ms"):
-        if leak:
-            _add(doc, f"Leakage ({leak}) against {budget}, per device",
-                 lambda b=budget: F.leakage_vs_budget(d, leak, b))
+        _add(doc, f"Leakage ({leak}) against {budget}, per device",
+             lambda b=budget: F.leakage_vs_budget(d, leak, b))
     for attack in run.attacks:
         _add(doc, f"SSIM per tier, attack {attack}",
              lambda a=attack: F.tier_bars(t, f"ssim_{a}"))
-    if any(c.startswith("attack_acc_") and c.endswith("_mean") for c in t.columns):
-        a = "worst_case" if "worst_case" in run.attacks else run.attacks[0]
-        _add(doc, f"Attack accuracy per tier, attack {a}",
-             lambda: F.tier_bars(t, f"attack_acc_{a}"))
+    if (run.leakage["metric"] == "attack_acc").any():
+        _add(doc, f"Attack accuracy per tier, attack {main}",
+             lambda: F.tier_bars(t, f"attack_acc_{main}"))
     _add(doc, "Privacy-utility frontier over tiers (dashed: Pareto front)",
          lambda: F.privacy_utility_frontier(t, group="defense"))
     for info in ("mi_nats", "dcor2_bc", "nonzero_per_sample"):
@@ -227,11 +230,11 @@ def _figures(doc: Document, run: Run) -> None:
 
 
 def _reconstructions(doc: Document, run: Run) -> None:
+    long = run.leakage
     for (attack, tier), arrays in sorted(run.reconstructions.items()):
-        row = run.tiers[run.tiers["tier"].astype(str) == tier]
-        col = f"ssim_{attack}_mean"
-        ssim = (f", tier mean SSIM {float(row[col].iloc[0]):.3f}"
-                if col in row and len(row) else "")
+        row = long[(long["scope"] == "tier") & (long["tier"].astype(str) == tier)
+                   & (long["attack"] == attack) & (long["metric"] == "ssim")]
+        ssim = f", tier mean SSIM {float(row['value'].iloc[0]):.3f}" if len(row) else ""
         _add(doc, f"Reconstructions: {attack} on tier {tier}{ssim}",
              lambda a=arrays, at=attack, ti=tier: F.reconstruction_grid(
                  a["original"], a["reconstruction"], title=f"{at} on {ti}"))

@@ -7,7 +7,6 @@ or recomputes a metric. A notebook can ``load_run(path)`` and redraw any figure.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,11 +14,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["Run", "RunDirectoryError", "attacks_in", "is_sweep_dir", "load_run",
-           "load_sweep", "sweep_axes"]
+__all__ = ["INFORMATION", "Run", "RunDirectoryError", "WORST_CASE", "attacks_in",
+           "is_sweep_dir", "load_run", "load_sweep", "load_sweep_leakage", "sweep_axes"]
 
-_TIER_PATTERN = re.compile(r"^ssim_(.+)_mean$")
-_DEVICE_PATTERN = re.compile(r"^ssim_(.+)$")
+# ``attack`` values of the long leakage table that are not attacks of the scenario:
+# per device and metric the most leaking attack, and tier-level information metrics.
+WORST_CASE = "worst_case"
+INFORMATION = "information"
 
 
 class RunDirectoryError(ValueError):
@@ -38,9 +39,15 @@ class Run:
         ``manifest.json``: name, seed, status, phases, versions, git revision and the
         resolved scenario.
     devices, tiers, rounds : DataFrame
-        The per-device, per-tier and per-(round, tier) tables.
+        The per-device, per-tier and per-(round, tier) tables (the leakage columns of
+        ``devices``/``tiers`` are wide views of ``leakage``).
     leakage_images : DataFrame or None
         One row per reconstructed image; None when no adversary ran.
+    leakage : DataFrame or None
+        The leakage record, one row per observation: ``scope`` (device | tier),
+        ``device_id``, ``tier``, ``attack`` (``worst_case``, ``information``),
+        ``threat_model``, ``metric``, ``value``, ``lo``, ``hi``, ``n``,
+        ``chosen_attack``, ``estimator``. None when no adversary ran.
     reconstructions : dict
         ``(attack, tier) -> {"original", "reconstruction", "device_id"}`` arrays.
     """
@@ -53,6 +60,7 @@ class Run:
     leakage_images: pd.DataFrame | None = None
     reconstructions: dict[tuple[str, str], dict[str, np.ndarray]] = field(
         default_factory=dict)
+    leakage: pd.DataFrame | None = None
 
     @property
     def name(self) -> str:
@@ -64,29 +72,29 @@ class Run:
 
     @property
     def attacks(self) -> list[str]:
-        """Attacks with leakage columns in the tier table (``worst_case`` included)."""
-        return attacks_in(self.tiers)
+        """Attacks in the leakage table (``worst_case`` last); [] when none ran."""
+        return attacks_in(self.leakage)
 
 
-def attacks_in(frame: pd.DataFrame) -> list[str]:
-    """Attack names recorded in ``frame``, discovered from its columns.
+def attacks_in(leakage: pd.DataFrame | None) -> list[str]:
+    """Attack labels of a long leakage table (or ``leakage_images``), from its
+    ``attack`` column: sorted, ``worst_case`` last, ``information`` left out.
 
-    Works on a tier or sweep table (``ssim_<A>_mean``), a device table (``ssim_<A>``
-    with ``ssim_<A>_lo/_hi``) and ``leakage_images`` (its ``attack`` column). The
-    summary ``worst_case`` comes last when present.
+    Raises
+    ------
+    ValueError
+        When ``leakage`` has no ``attack`` column (a wide device or tier table: the
+        attacks are not read back from column names).
     """
-    if "attack" in frame.columns and "ssim" in frame.columns:
-        names = {str(a) for a in frame["attack"].dropna().unique()}
-    else:
-        names = {m.group(1) for c in frame.columns if (m := _TIER_PATTERN.match(c))}
-        if not names:
-            names = {m.group(1) for c in frame.columns
-                     if (m := _DEVICE_PATTERN.match(c))}
-            # ``ssim_<A>_lo`` is the interval of attack A, not an attack ``<A>_lo``.
-            names = {a for a in names
-                     if not (a.endswith(("_lo", "_hi")) and f"ssim_{a[:-3]}" in frame)}
-    last = ["worst_case"] if "worst_case" in names else []
-    return sorted(names - {"worst_case"}) + last
+    if leakage is None:
+        return []
+    if "attack" not in leakage.columns:
+        raise ValueError("attacks_in needs a long leakage table with an 'attack' "
+                         "column (Run.leakage or Run.leakage_images), got columns "
+                         f"{list(leakage.columns)[:8]}...")
+    names = {str(a) for a in leakage["attack"].dropna().unique()} - {INFORMATION}
+    last = [WORST_CASE] if WORST_CASE in names else []
+    return sorted(names - {WORST_CASE}) + last
 
 
 def load_run(path: str | Path) -> Run:
@@ -113,12 +121,29 @@ def load_run(path: str | Path) -> Run:
                         "rerun `siftsim run SCENARIO`")
     rounds = _read_table(path, "rounds", f"the run did not finish training{state}; "
                          "rerun `siftsim run SCENARIO`")
-    leakage = None
-    if (path / "leakage_images.parquet").is_file():
-        leakage = _read_parquet(path / "leakage_images.parquet")
+    images, leakage = _read_leakage(path)
     tier_names = [str(t) for t in tiers["tier"]] if "tier" in tiers else []
-    return Run(path, manifest, devices, tiers, rounds, leakage,
-               _read_reconstructions(path / "reconstructions", tier_names))
+    return Run(path, manifest, devices, tiers, rounds, leakage_images=images,
+               reconstructions=_read_reconstructions(path / "reconstructions",
+                                                     tier_names),
+               leakage=leakage)
+
+
+def _read_leakage(path: Path) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """``leakage_images`` and the long ``leakage`` table, or None for both.
+
+    A run attacked by an older siftsim has per-image records but no long table; its
+    wide columns are not parsed back, so it is an error rather than "no leakage".
+    """
+    images_file, long_file = path / "leakage_images.parquet", path / "leakage.parquet"
+    if not images_file.is_file():
+        return None, None
+    if not long_file.is_file():
+        raise RunDirectoryError(
+            f"{path} has leakage_images.parquet but no leakage.parquet: it was "
+            f"attacked by an older siftsim; rerun `siftsim attack {path}` to record "
+            "the long leakage table")
+    return _read_parquet(images_file), _read_parquet(long_file)
 
 
 def is_sweep_dir(path: str | Path) -> bool:
@@ -145,6 +170,28 @@ def load_sweep(path: str | Path) -> pd.DataFrame:
     except (OSError, json.JSONDecodeError, AttributeError):
         pass  # sweep_axes() falls back to the table's layout
     return table
+
+
+def load_sweep_leakage(path: str | Path) -> pd.DataFrame | None:
+    """The long leakage tables of a sweep's complete points, stacked with ``point``.
+
+    Points without an adversary add nothing; None when no point has leakage.
+    """
+    path = Path(path)
+    table = load_sweep(path)
+    if not {"point", "run_dir"} <= set(table.columns):
+        return None
+    if "status" in table.columns:
+        table = table[table["status"].astype(str) == "complete"]
+    frames = []
+    for point, run_dir in table.drop_duplicates("point")[["point", "run_dir"]].values:
+        run = Path(str(run_dir))
+        if not run.is_dir():  # a sweep folder moved since: its points sit inside it
+            run = path / run.name
+        _, leakage = _read_leakage(run)
+        if leakage is not None:
+            frames.append(leakage.assign(point=point))
+    return pd.concat(frames, ignore_index=True) if frames else None
 
 
 def sweep_axes(table: pd.DataFrame) -> list[str]:

@@ -1,5 +1,8 @@
-"""Display tables built from the recorded tier and device tables (no recomputation).
+"""Display tables built from the recorded tables (no recomputation).
 
+Leakage comes from the long leakage table (``Run.leakage``; stacked with ``run`` or
+``point`` columns for comparisons and sweeps): attacks, metrics and intervals are read
+from its columns. Utility, cost and information come from the tier and device tables.
 Each returns a plain DataFrame (numbers, or ``mean [lo, hi]`` strings where an interval
 was recorded) that the report renders to HTML and Markdown.
 """
@@ -11,7 +14,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from analysis.rundir import attacks_in
+from analysis.rundir import INFORMATION, WORST_CASE, attacks_in
 
 __all__ = ["collapse_note", "information_table", "leakage_table", "tier_summary",
            "worst_case_devices"]
@@ -41,8 +44,13 @@ def _keys(tiers: pd.DataFrame) -> pd.DataFrame:
     return tiers[[k for k in _KEYS if k in tiers.columns]].reset_index(drop=True)
 
 
-def tier_summary(tiers: pd.DataFrame) -> pd.DataFrame:
-    """Per tier: utility, cost, worst-case leakage and information, side by side."""
+def tier_summary(tiers: pd.DataFrame, leakage: pd.DataFrame | None = None
+                 ) -> pd.DataFrame:
+    """Per tier: utility, cost, worst-case leakage and information, side by side.
+
+    ``leakage`` is the long leakage table (with the same ``run``/``point`` keys as
+    ``tiers`` when stacked); without it, no leakage columns.
+    """
     t = tiers.reset_index(drop=True)
     out = _keys(t)
     for col in ("devices", "encoder", "defense"):
@@ -55,34 +63,55 @@ def tier_summary(tiers: pd.DataFrame) -> pd.DataFrame:
     for col, label in names.items():
         if col in t:
             out[label] = t[col]
-    attacks = attacks_in(t)
+    attacks = attacks_in(leakage)
     if attacks:
-        attack = "worst_case" if "worst_case" in attacks else attacks[0]
-        out[f"SSIM {attack} (95% CI)"] = _ci_column(t, f"ssim_{attack}")
-        if f"attack_acc_{attack}_mean" in t:
-            out[f"attack acc {attack}"] = t[f"attack_acc_{attack}_mean"]
+        attack = WORST_CASE if WORST_CASE in attacks else attacks[0]
+        stats = _tier_stats(leakage, attack)
+        keys = [k for k in _KEYS if k in t.columns and k in stats.columns]
+        on = t[keys].merge(stats, on=keys, how="left")
+        out[f"SSIM {attack} (95% CI)"] = _with_ci(on, "ssim")
+        if ("value", "attack_acc") in on.columns:
+            out[f"attack acc {attack}"] = on[("value", "attack_acc")].to_numpy()
     for col in ("dcor2_bc", "mi_nats"):
         if col in t:
             out[col] = t[col]
     return out
 
 
-def leakage_table(tiers: pd.DataFrame) -> pd.DataFrame:
-    """One row per (tier, attack): SSIM with its interval, PSNR, MSE, attack acc."""
-    t = tiers.reset_index(drop=True)
+def _tier_stats(leakage: pd.DataFrame, attack: str) -> pd.DataFrame:
+    """Tier rows of one attack: keys, then ``(stat, metric)`` columns."""
+    rows = leakage[(leakage["scope"] == "tier") & (leakage["attack"] == attack)]
+    keys = [k for k in _KEYS if k in rows.columns]
+    wide = rows.set_index([*keys, "metric"])[["value", "lo", "hi"]].unstack("metric")
+    wide = wide.reset_index()
+    wide.columns = [k if k in keys else (k, m) for k, m in wide.columns]
+    return wide
+
+
+def _with_ci(stats: pd.DataFrame, metric: str) -> list[str]:
+    if ("value", metric) not in stats.columns:
+        return ["-"] * len(stats)
+    return [with_ci(*v) for v in zip(stats[("value", metric)], stats[("lo", metric)],
+                                     stats[("hi", metric)], strict=True)]
+
+
+def leakage_table(leakage: pd.DataFrame | None) -> pd.DataFrame:
+    """One row per (tier, attack) of the long leakage table: SSIM with its interval,
+    PSNR, MSE, recognisable, NN ident, attack accuracy (with ``run``/``point`` keys
+    when the table is stacked)."""
     rows = []
-    for attack in attacks_in(t):
-        part = _keys(t)
+    for attack in attacks_in(leakage):
+        stats = _tier_stats(leakage, attack)
+        part = stats[[k for k in _KEYS if k in stats.columns]].copy()
         part["attack"] = attack
-        part["SSIM (95% CI)"] = _ci_column(t, f"ssim_{attack}")
+        part["SSIM (95% CI)"] = _with_ci(stats, "ssim")
         for metric, label in (("psnr", "PSNR dB"), ("mse", "MSE"),
                               ("recognisable", "SSIM>0.3"), ("nn_ident", "NN ident")):
-            col = f"{metric}_{attack}_mean"
-            part[label] = t[col] if col in t else np.nan
-        if f"attack_acc_{attack}_mean" in t:
-            part["attack acc (95% CI)"] = _ci_column(t, f"attack_acc_{attack}")
-        # rows of runs/points/tiers this attack never reached
-        rows.append(part[t[f"ssim_{attack}_mean"].notna().to_numpy()])
+            col = ("value", metric)
+            part[label] = stats[col].to_numpy() if col in stats.columns else np.nan
+        if ("value", "attack_acc") in stats.columns:
+            part["attack acc (95% CI)"] = _with_ci(stats, "attack_acc")
+        rows.append(part)
     if not rows:
         return pd.DataFrame(columns=[*_KEYS[-1:], "attack"])
     return pd.concat(rows, ignore_index=True)
@@ -95,24 +124,32 @@ def information_table(tiers: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([_keys(t), t[cols]], axis=1) if cols else _keys(t).iloc[:0]
 
 
-def worst_case_devices(devices: pd.DataFrame) -> pd.DataFrame:
+def worst_case_devices(devices: pd.DataFrame, leakage: pd.DataFrame | None = None
+                       ) -> pd.DataFrame:
     """Per tier, the device that leaks most (or, without leakage, the least accurate).
 
-    Highest ``ssim_worst_case``; absent, the highest SSIM of any attack; with no attack
-    columns, the lowest accuracy.
+    From the long leakage table: the highest worst-case SSIM (``attack`` names the
+    attack that reached it); absent worst-case rows, the highest SSIM of any attack;
+    with no leakage, the lowest accuracy in ``devices``.
     """
-    attacks = [a for a in attacks_in(devices) if f"ssim_{a}" in devices.columns]
-    d = devices.reset_index(drop=True).copy()
-    if "worst_case" in attacks:
-        criterion, d["_value"] = "highest SSIM (worst case)", d["ssim_worst_case"]
-        d["_attack"] = d.get("worst_case_attack",
-                             pd.Series("worst_case", index=d.index))
-    elif attacks:
-        ssim = d[[f"ssim_{a}" for a in attacks]].astype(float)
-        has = ssim.notna().any(axis=1)
-        criterion, d["_value"] = "highest SSIM of any attack", ssim.max(axis=1)
-        d["_attack"] = ssim.fillna(-np.inf).idxmax(axis=1).str[5:].where(has)
+    attacks = attacks_in(leakage)
+    if attacks:
+        ssim = leakage[(leakage["scope"] == "device") & (leakage["metric"] == "ssim")
+                       & (leakage["attack"] != INFORMATION)]
+        if WORST_CASE in attacks:
+            criterion = "highest SSIM (worst case)"
+            ssim = ssim[ssim["attack"] == WORST_CASE]
+            ssim = ssim.assign(attack=ssim["chosen_attack"])
+        else:
+            criterion = "highest SSIM of any attack"
+        d = pd.DataFrame({"tier": ssim["tier"].to_numpy(),
+                          "device_id": ssim["device_id"].astype("int64").to_numpy(),
+                          "_value": ssim["value"].to_numpy(float),
+                          "_attack": ssim["attack"].to_numpy()})
+        extra = [c for c in ("accuracy", "node") if c in devices.columns]
+        d = d.merge(devices[["device_id", *extra]], on="device_id", how="left")
     else:
+        d = devices.reset_index(drop=True).copy()
         criterion, d["_value"], d["_attack"] = "lowest accuracy", -d["accuracy"], None
     rows = []
     for tier, g in d.groupby("tier", sort=False):

@@ -164,19 +164,22 @@ class RunRecorder:
         write_atomic(folder / "index.parquet", lambda p: index.to_parquet(p, index=False))
 
     def leakage(self, results: list) -> None:
-        """Join attack results into the tables; earlier versions move to history/."""
-        from simulator.leakage import (device_leakage, images_table, merge_leakage,
-                                       save_reconstructions, tier_leakage)
-        self._archive(["leakage_images.parquet", "devices.parquet", "tiers.parquet",
-                       "reconstructions"])
+        """Record attack results: ``leakage_images``, the long ``leakage`` table, and
+        its wide views joined into ``devices``/``tiers``; earlier passes move to
+        history/. Every table is written to a temporary name, then renamed."""
+        from simulator.leakage import (images_table, leakage_long, merge_leakage,
+                                       save_reconstructions, wide_devices, wide_tiers,
+                                       write_table)
+        self._archive(["leakage_images.parquet", "leakage.parquet", "devices.parquet",
+                       "tiers.parquet", "reconstructions"])
         images = images_table(results)
-        images.to_parquet(self.path / "leakage_images.parquet", index=False)
-        devices = merge_leakage(pd.read_parquet(self.path / "devices.parquet"),
-                                device_leakage(images), "device_id")
-        self.table("devices", devices)
-        tiers = merge_leakage(pd.read_parquet(self.path / "tiers.parquet"),
-                              tier_leakage(devices, results), "tier")
-        self.table("tiers", tiers)
+        long = leakage_long(images, {r.tier: r.information for r in results})
+        write_table(self.path, "leakage_images", images, csv=False)
+        write_table(self.path, "leakage", long)
+        for name, key, view in (("devices", "device_id", wide_devices(long)),
+                                ("tiers", "tier", wide_tiers(long))):
+            base = pd.read_parquet(self.path / f"{name}.parquet")
+            write_table(self.path, name, merge_leakage(base, view, key))
         save_reconstructions(self.path / "reconstructions", results)
 
     def _archive(self, names: list[str]) -> None:

@@ -109,10 +109,23 @@ def test_leakage_tables_and_rerun_give_the_same_numbers(smoke_raw, tmp_path):
     for row in tiers.itertuples():
         assert row.info_samples == min(logged[row.tier], 2000) > attacked[row.tier]
     assert (path / "reconstructions" / "rmle__small.npz").is_file()
+    # the long table is the record; the wide columns are its views
+    long = pd.read_parquet(path / "leakage.parquet")
+    assert set(long["attack"]) == {*names, "worst_case", "information"}
+    assert set(long.loc[long["attack"].isin(names), "threat_model"]) == set(
+        images["threat_model"])
+    worst = long[(long["scope"] == "device") & (long["attack"] == "worst_case")
+                 & (long["metric"] == "ssim")].set_index("device_id")["value"]
+    np.testing.assert_allclose(
+        devices.set_index("device_id")["ssim_worst_case"].sort_index(),
+        worst.sort_index())
 
     attack_run(path)
     pd.testing.assert_frame_equal(devices, pd.read_parquet(path / "devices.parquet"))
-    assert any((path / "history").iterdir())
+    again = pd.read_parquet(path / "leakage.parquet")
+    pd.testing.assert_frame_equal(long[long["scope"] == "device"],
+                                  again[again["scope"] == "device"])
+    assert any((h / "leakage.parquet").is_file() for h in (path / "history").iterdir())
 
 
 def test_attack_on_a_directory_without_observations(tmp_path):

@@ -14,12 +14,17 @@ import pytest
 
 from analysis.compare import compare_runs, write_comparison
 from analysis.report import write_report
-from analysis.rundir import RunDirectoryError, _split_label, attacks_in, load_run
-from analysis.tables import leakage_table, worst_case_devices
+from analysis.rundir import (RunDirectoryError, _split_label, attacks_in, load_run,
+                             load_sweep_leakage)
+from analysis.tables import leakage_table, tier_summary, with_ci, worst_case_devices
+from simulator.leakage import (leakage_long, merge_leakage, wide_devices, wide_tiers,
+                               write_table)
 
 ATTACKS = ("inverse_network", "rmle")
 TIERS = {"low": (98_520, 256, 0.5), "high": (4_866_048, 8192, 200.0)}
-PER_IMAGE = ("ssim", "psnr", "mse", "eval_correct", "nn_correct")
+INFO = {"dcor2_bc": 0.3, "nonzero_per_sample": 50.0, "nonzero_fraction": 0.5,
+        "eval_acc_real": 0.95, "chance": 0.1, "info_samples": 40, "mi_nats": 1.5,
+        "mi_estimator": "smile/mlp", "mi_paper_nats": 0.6}
 
 
 def _manifest(name: str, attacked: bool) -> dict:
@@ -38,7 +43,7 @@ def _manifest(name: str, attacked: bool) -> dict:
                               "phases": ["inference"], "attacks": attacks}}}
 
 
-def _devices(rng: np.random.Generator, attacked: bool) -> pd.DataFrame:
+def _devices(rng: np.random.Generator) -> pd.DataFrame:
     rows = []
     for k, (tier, (macs, nbytes, gflops)) in enumerate(TIERS.items()):
         for i in range(4):
@@ -48,67 +53,58 @@ def _devices(rng: np.random.Generator, attacked: bool) -> pd.DataFrame:
                    "latency_ms": nbytes / 250 + macs / gflops / 1e6,
                    "compute_gflops": gflops}
             row["correct"] = int(round(row["accuracy"] * 10))
-            if attacked:
-                for a in ATTACKS:
-                    s = rng.uniform(0.1, 0.9)
-                    row.update({f"ssim_{a}": s, f"ssim_{a}_lo": s - 0.05,
-                                f"ssim_{a}_hi": s + 0.05, f"psnr_{a}": 10 + 10 * s,
-                                f"mse_{a}": 0.1 - 0.1 * s, f"attack_acc_{a}": s,
-                                f"recognisable_{a}": s, f"nn_ident_{a}": s / 2})
             rows.append(row)
-    devices = pd.DataFrame(rows)
-    if attacked:
-        ssim = devices[[f"ssim_{a}" for a in ATTACKS]].to_numpy()
-        worst = ssim.argmax(axis=1)
-        devices["worst_case_attack"] = [ATTACKS[i] for i in worst]
-        for m in ("ssim", "ssim_{}_lo", "ssim_{}_hi", "psnr", "mse", "attack_acc"):
-            cols = [(f"{m}_{a}" if "{}" not in m else m.format(a)) for a in ATTACKS]
-            out = m.format("worst_case") if "{}" in m else f"{m}_worst_case"
-            devices[out] = devices[cols].to_numpy()[np.arange(len(devices)), worst]
-    return devices
+    return pd.DataFrame(rows)
 
 
-def _tiers(devices: pd.DataFrame, attacked: bool) -> pd.DataFrame:
+def _tiers(devices: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for tier, g in devices.groupby("tier", sort=False):
-        row = {"tier": tier, "devices": len(g), "encoder": "funnel", "defense": "none",
-               "params": g["params"].iloc[0], "macs": g["macs"].iloc[0],
-               "bytes_per_sample": g["bytes_per_sample"].iloc[0],
-               "latency_ms_mean": g["latency_ms"].mean()}
-        cols = ["accuracy"]
-        if attacked:
-            cols += [f"{m}_{a}" for a in (*ATTACKS, "worst_case")
-                     for m in ("ssim", "attack_acc", "psnr")]
-            row.update(dcor2_bc=0.3, mi_nats=1.5, mi_estimator="smile/mlp",
-                       mi_paper_nats=0.6, nonzero_per_sample=50.0, chance=0.1,
-                       nonzero_fraction=0.5, eval_acc_real=0.95)
-        for col in cols:
-            v = g[col].to_numpy()
-            row.update({f"{col}_mean": v.mean(), f"{col}_lo": v.mean() - v.std(),
-                        f"{col}_hi": v.mean() + v.std()})
-        rows.append(row)
+        v = g["accuracy"].to_numpy()
+        rows.append({"tier": tier, "devices": len(g), "encoder": "funnel",
+                     "defense": "none", "params": g["params"].iloc[0],
+                     "macs": g["macs"].iloc[0],
+                     "bytes_per_sample": g["bytes_per_sample"].iloc[0],
+                     "latency_ms_mean": g["latency_ms"].mean(),
+                     "accuracy_mean": v.mean(), "accuracy_lo": v.mean() - v.std(),
+                     "accuracy_hi": v.mean() + v.std()})
+    return pd.DataFrame(rows)
+
+
+def _images(rng: np.random.Generator, devices: pd.DataFrame) -> pd.DataFrame:
+    """Per-image scores: 3 images per device and attack, PSNR/MSE following SSIM."""
+    rows = []
+    for d in devices.itertuples():
+        for a in ATTACKS:
+            for s in range(3):
+                ssim = rng.uniform(0.1, 0.9)
+                rows.append({"tier": d.tier, "attack": a,
+                             "threat_model": "black_box_query",
+                             "device_id": d.device_id, "sample": s, "ssim": ssim,
+                             "psnr": 10 + 10 * ssim, "mse": 0.1 - 0.1 * ssim,
+                             "eval_correct": rng.uniform() < ssim,
+                             "nn_correct": rng.uniform() < ssim / 2})
     return pd.DataFrame(rows)
 
 
 def write_run(path: Path, attacked: bool = True, name: str = "synthetic",
               seed: int = 0) -> Path:
-    """A tiny run directory with every file the simulator writes (no model files)."""
+    """A tiny run directory with every file the simulator writes (no model files);
+    the leakage tables come from the simulator's own functions."""
     rng = np.random.default_rng(seed)
     path.mkdir(parents=True, exist_ok=True)
     (path / "manifest.json").write_text(json.dumps(_manifest(name, attacked)))
-    devices = _devices(rng, attacked)
+    devices = _devices(rng)
+    tiers = _tiers(devices)
     rounds = pd.DataFrame([{"round": r, "tier": t, "devices": 2, "loss": 2.0 / (r + 1),
                             "virtual_seconds": 0.1} for r in range(3) for t in TIERS])
-    for table, frame in (("devices", devices), ("tiers", _tiers(devices, attacked)),
-                         ("rounds", rounds)):
-        frame.to_parquet(path / f"{table}.parquet", index=False)
-        frame.to_csv(path / f"{table}.csv", index=False)
     if attacked:
-        images = pd.DataFrame([{"attack": a, "threat_model": "black_box_query",
-                                "tier": t, "device_id": 0, "sample": s,
-                                **{k: rng.uniform() for k in PER_IMAGE}}
-                               for a in ATTACKS for t in TIERS for s in range(3)])
-        images.to_parquet(path / "leakage_images.parquet", index=False)
+        images = _images(rng, devices)
+        long = leakage_long(images, {t: dict(INFO) for t in TIERS})
+        devices = merge_leakage(devices, wide_devices(long), "device_id")
+        tiers = merge_leakage(tiers, wide_tiers(long), "tier")
+        write_table(path, "leakage", long)
+        write_table(path, "leakage_images", images, csv=False)
         (path / "reconstructions").mkdir(exist_ok=True)
         for a in ATTACKS:
             for t in TIERS:
@@ -116,6 +112,8 @@ def write_run(path: Path, attacked: bool = True, name: str = "synthetic",
                 np.savez_compressed(path / "reconstructions" / f"{a}__{t}.npz",
                                     original=x, reconstruction=x[:, :, ::-1].copy(),
                                     device_id=np.zeros(3, np.int64))
+    for table, frame in (("devices", devices), ("tiers", tiers), ("rounds", rounds)):
+        write_table(path, table, frame)
     return path
 
 
@@ -163,18 +161,21 @@ def test_report_without_adversary_says_so(tmp_path):
 
 def test_worst_case_device_is_the_highest_ssim(tmp_path):
     run = load_run(write_run(tmp_path / "run"))
-    worst = worst_case_devices(run.devices).set_index("tier")
+    worst = worst_case_devices(run.devices, run.leakage).set_index("tier")
     for tier, g in run.devices.groupby("tier"):
-        assert worst.loc[tier, "device_id"] == g.loc[g["ssim_worst_case"].idxmax(),
-                                                     "device_id"]
-    # absent the summary: the highest SSIM of any attack, and which attack it was
-    d = run.devices.drop(columns=[c for c in run.devices if "worst_case" in c])
-    alt = worst_case_devices(d).set_index("tier")
+        top = g.loc[g["ssim_worst_case"].idxmax()]
+        assert worst.loc[tier, "device_id"] == top["device_id"]
+        assert worst.loc[tier, "attack"] == top["worst_case_attack"]
+        assert worst.loc[tier, "accuracy"] == top["accuracy"]
+    # absent the worst-case rows: the highest SSIM of any attack, and which attack
+    partial = run.leakage[run.leakage["attack"] != "worst_case"]
+    alt = worst_case_devices(run.devices, partial).set_index("tier")
+    d = run.devices
     ssim = d[[f"ssim_{a}" for a in ATTACKS]]
     best = ssim.max(axis=1).groupby(d["tier"]).idxmax()
     for tier, row in best.items():
         assert alt.loc[tier, "device_id"] == d.loc[row, "device_id"]
-        assert alt.loc[tier, "attack"] == ssim.loc[row].idxmax()[5:]
+        assert alt.loc[tier, "attack"] == ATTACKS[int(np.argmax(ssim.loc[row]))]
     plain = worst_case_devices(d[["device_id", "tier", "accuracy"]]).set_index("tier")
     lowest = d.loc[d.groupby("tier")["accuracy"].idxmin()].set_index("tier")
     assert plain["device_id"].to_dict() == lowest["device_id"].to_dict()
@@ -184,19 +185,66 @@ def test_load_run_reads_every_record(tmp_path):
     run = load_run(write_run(tmp_path / "run"))
     assert run.name == "synthetic" and len(run.devices) == 8 and len(run.tiers) == 2
     assert run.attacks == [*ATTACKS, "worst_case"]
-    assert attacks_in(run.devices) == [*ATTACKS, "worst_case"]
     assert attacks_in(run.leakage_images) == list(ATTACKS)
+    assert {"scope", "device_id", "attack", "metric", "value", "lo", "hi",
+            "n"} <= set(run.leakage.columns)
+    with pytest.raises(ValueError, match="long leakage table"):
+        attacks_in(run.devices)  # wide views are not parsed back
     assert set(run.reconstructions) == {(a, t) for a in ATTACKS for t in TIERS}
     assert run.reconstructions[("rmle", "low")]["original"].shape == (3, 1, 8, 8)
     assert _split_label("a__b__low", ["low", "w"]) == ("a__b", "low")
     with pytest.raises(dataclasses.FrozenInstanceError):
         run.path = tmp_path
+    plain = load_run(write_run(tmp_path / "plain", attacked=False))
+    assert plain.leakage is None and plain.attacks == []
 
 
-def test_attacks_in_keeps_an_attack_named_like_an_interval():
-    frame = pd.DataFrame(columns=["ssim_x_lo", "ssim_a", "ssim_a_lo", "ssim_a_hi"])
-    assert attacks_in(frame) == ["a", "x_lo"]
-    assert attacks_in(pd.DataFrame(columns=["accuracy", "macs"])) == []
+def test_tables_read_attacks_and_statistics_from_the_long_table(tmp_path):
+    run = load_run(write_run(tmp_path / "run"))
+    long = run.leakage
+    tier_rows = long[long["scope"] == "tier"]
+    table = leakage_table(long)
+    assert len(table) == len(TIERS) * 3 and list(table["attack"].unique()) == [
+        *ATTACKS, "worst_case"]
+    for _, row in table.iterrows():
+        stats = tier_rows[(tier_rows["tier"] == row["tier"])
+                          & (tier_rows["attack"] == row["attack"])].set_index("metric")
+        ssim = stats.loc["ssim", ["value", "lo", "hi"]]
+        assert row["SSIM (95% CI)"] == with_ci(*ssim)
+        assert row["MSE"] == pytest.approx(stats.loc["mse", "value"])
+    # and the wide views say the same
+    tiers = run.tiers.set_index("tier")
+    for row in tier_rows[tier_rows["attack"] == "worst_case"].itertuples():
+        assert tiers.loc[row.tier, f"{row.metric}_worst_case_mean"] == pytest.approx(
+            row.value)
+    summary = tier_summary(run.tiers, long).set_index("tier")
+    for tier in TIERS:
+        stats = tier_rows[(tier_rows["tier"] == tier)
+                          & (tier_rows["attack"] == "worst_case")].set_index("metric")
+        assert summary.loc[tier, "SSIM worst_case (95% CI)"] == with_ci(
+            *stats.loc["ssim", ["value", "lo", "hi"]])
+        assert summary.loc[tier, "attack acc worst_case"] == pytest.approx(
+            stats.loc["attack_acc", "value"])
+    assert "SSIM worst_case (95% CI)" not in tier_summary(run.tiers)
+
+
+def test_attack_labels_that_look_like_statistics_stay_whole(tmp_path):
+    path = write_run(tmp_path / "run")
+    long = pd.read_parquet(path / "leakage.parquet")
+    long["attack"] = long["attack"].replace({"rmle": "x_lo",
+                                             "inverse_network": "a_mean"})
+    long.to_parquet(path / "leakage.parquet", index=False)
+    run = load_run(path)
+    assert run.attacks == ["a_mean", "x_lo", "worst_case"]
+    assert set(leakage_table(run.leakage)["attack"]) == {"a_mean", "x_lo", "worst_case"}
+    assert attacks_in(pd.DataFrame(columns=["attack", "metric"])) == []
+
+
+def test_an_old_run_without_the_long_table_is_a_clear_error(tmp_path):
+    path = write_run(tmp_path / "old")
+    (path / "leakage.parquet").unlink()
+    with pytest.raises(RunDirectoryError, match="siftsim attack"):
+        load_run(path)
 
 
 @pytest.mark.parametrize("missing, words", [
@@ -231,7 +279,9 @@ def test_compare_two_runs(tmp_path):
     assert not re.search(r"https?://", html)
     assert "<td>a</td>" in html and "<td>b</td>" in html
     assert "Privacy-utility frontier" in html
-    leakage = leakage_table(frame)
+    assert "Leakage per run, tier and attack" in html
+    stacked = load_run(a).leakage.assign(run="a")
+    leakage = leakage_table(stacked)
     assert len(leakage) == 2 * 3 and set(leakage["run"]) == {"a"}  # b was not attacked
     with pytest.raises(ValueError, match="paths is empty"):
         compare_runs([])
@@ -272,9 +322,12 @@ def test_sweep_directory_gets_a_sweep_report(tmp_path):
     sweep = write_sweep(tmp_path / "sweep")
     with pytest.raises(RunDirectoryError, match="sweep directory"):
         load_run(sweep)
+    long = load_sweep_leakage(sweep)
+    assert sorted(long["point"].unique()) == [0, 1]  # the failed point has none
     html_path, md_path = write_report(sweep)
     html = html_path.read_text()
     assert html_path == sweep / "report.html" and md_path.is_file()
+    assert "Leakage per point, tier and attack" in html
     assert "tiers.0.defense.beta" in html and "RuntimeError: boom" in html
     assert "did not complete" in html and "Figure skipped" not in html
     srcs = _img_sources(html)

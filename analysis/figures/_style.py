@@ -61,7 +61,9 @@ _STATS = ("_mean", "_lo", "_hi", "_pooled")
 
 
 def describe(column: str) -> tuple[str, str, str | None]:
-    """``(label, convention, attack)`` of a column (attack None if not leakage)."""
+    """``(label, convention, metric)`` of a column for its axis label; ``metric`` is
+    the leakage metric (``ssim``, ``mse``, ...) or None when the column is not
+    leakage. Labels only: attacks are never read back from column names."""
     base = column
     for stat in _STATS:
         if base.endswith(stat) and base[: -len(stat)]:
@@ -71,13 +73,13 @@ def describe(column: str) -> tuple[str, str, str | None]:
         return (*_PLAIN[base], None)
     for metric, (label, convention) in _LEAKAGE.items():
         if base.startswith(f"{metric}_"):
-            return label, convention, base[len(metric) + 1:]
+            return label, convention, metric
     return column, "", None
 
 
 def axis_label(column: str) -> str:
     """Two-line axis label: what and which direction is better, then the convention."""
-    label, convention, _ = describe(column)  # the title names the column/attack
+    label, convention, _ = describe(column)  # the title names the column
     return f"{label}\n{convention}" if convention else label
 
 

@@ -9,21 +9,23 @@ from matplotlib.figure import Figure
 
 from analysis.figures._style import (axis_label, maybe_log_x, new_axes, resolve_column,
                                      tier_colours, value_label)
-from analysis.rundir import attacks_in
 
 __all__ = ["default_leakage", "information_vs_budget", "leakage_vs_budget",
            "tier_leakage_vs_budget"]
 
 
 def default_leakage(frame: pd.DataFrame) -> str:
-    """``ssim_worst_case`` (or the first attack's SSIM), ``_mean`` on tier tables."""
-    attacks = attacks_in(frame)
-    if not attacks:
-        raise ValueError("the frame has no leakage columns (ssim_<attack> or "
-                         "ssim_<attack>_mean): did the adversary run?")
-    attack = "worst_case" if "worst_case" in attacks else attacks[0]
-    name = f"ssim_{attack}"
-    return name if name in frame.columns else f"{name}_mean"
+    """``ssim_worst_case`` (``ssim_worst_case_mean`` on tier tables).
+
+    The simulator writes this view whenever an attack ran; which other attacks exist
+    is read from the long leakage table (``Run.attacks``), not from column names.
+    """
+    for name in ("ssim_worst_case", "ssim_worst_case_mean"):
+        if name in frame.columns:
+            return name
+    raise ValueError("the frame has no worst-case leakage column (ssim_worst_case or "
+                     "ssim_worst_case_mean): did the adversary run? Pass leakage= "
+                     "to draw one attack's column")
 
 
 def leakage_vs_budget(devices: pd.DataFrame, leakage: str | None = None,
@@ -39,7 +41,7 @@ def leakage_vs_budget(devices: pd.DataFrame, leakage: str | None = None,
         A device table (``tier`` plus the two columns).
     leakage : str, optional
         Any numeric column, e.g. ``ssim_inverse_network`` or ``accuracy``; default the
-        worst-case SSIM (or the first attack's).
+        worst-case SSIM.
     budget : str
         ``macs``, ``params``, ``bytes_per_sample``, ``latency_ms``, ...
     """
@@ -120,10 +122,12 @@ def tier_leakage_vs_budget(tiers: pd.DataFrame, group: str, leakage: str | None 
     group : str
         Column naming the line a row belongs to, e.g. a sweep axis.
     leakage : str, optional
-        Default the worst-case SSIM tier mean (or the first attack's).
+        Default the worst-case SSIM tier mean.
     budget : str
         ``macs``, ``params``, ``bytes_per_sample``, ``latency_ms`` (``_mean``), ...
     """
+    if group not in tiers.columns:
+        raise ValueError(f"group={group!r} is not a column of the frame")
     y_col = resolve_column(tiers, leakage or default_leakage(tiers), "leakage")
     x_col = resolve_column(tiers, budget, "budget")
     data = _finite_rows(tiers, y_col, x_col, ("leakage", "budget"), ("tier", group))

@@ -48,8 +48,8 @@ def privacy_utility_frontier(frame: pd.DataFrame, leakage: str | None = None,
     Parameters
     ----------
     leakage : str, optional
-        Lower is better, e.g. ``ssim_worst_case_mean`` (default, else the first
-        attack's SSIM); a cost column (``bytes_per_sample``) gives a cost frontier.
+        Lower is better, e.g. ``ssim_worst_case_mean`` (default); a cost column
+        (``bytes_per_sample``) gives a cost frontier.
     utility : str
         Higher is better.
     group : str or None
@@ -69,10 +69,10 @@ def privacy_utility_frontier(frame: pd.DataFrame, leakage: str | None = None,
     _draw_front(ax, data[x_col].to_numpy(float), data[y_col].to_numpy(float))
     ax.set_xlabel(axis_label(x_col))
     ax.set_ylabel(axis_label(y_col))
-    attack = describe(x_col)[2]
-    if attack is None:  # a cost axis may span decades; leakage scores stay linear
+    leaks = describe(x_col)[2] is not None
+    if not leaks:  # a cost axis may span decades; leakage scores stay linear
         maybe_log_x(ax, data[x_col])
-    kind = "Privacy" if attack is not None else "Cost"
+    kind = "Privacy" if leaks else "Cost"
     ax.set_title(f"{kind}-utility frontier: {x_col} (better: up, left)")
     ax.legend(title=group, fontsize="small")
     ax.grid(alpha=0.3)
