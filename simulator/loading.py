@@ -142,6 +142,8 @@ def _describe(error: dict[str, Any], raw: Any) -> str:
     message = error["msg"].removeprefix("Value error, ")
     shown = "" if error["type"] in {"missing", "extra_forbidden_ignored"} else \
         f" (got {error['input']!r})" if not isinstance(error["input"], dict | list) else ""
+    if error["type"] == "finite_number":
+        message = "expected a finite number, not .inf or .nan"
     if error["type"] == "extra_forbidden":
         message = "unknown key (check its spelling; unknown keys are not allowed)"
     return f"{path or '<top level>'}: {message}{shown}"

@@ -54,7 +54,8 @@ class _NameTag(Discriminator):
 
 
 def _plugin_name(value: Any) -> str | None:
-    name = value.get("name") if isinstance(value, dict) else getattr(value, "name", None)
+    name = value.get("name") if isinstance(value, dict) else \
+        getattr(value, "name", None)
     return name if isinstance(name, str) else None
 
 
@@ -110,6 +111,14 @@ class Splits(Section):
     provider: float | int = Field(0.0, ge=0, description="provider's own training data "
                                   "(centralized mode)")
 
+    @field_validator("auxiliary", "evaluation", "provider")
+    @classmethod
+    def _fraction_or_count(cls, value: float | int) -> float | int:
+        if isinstance(value, float) and value > 1:
+            raise ValueError("a float is a fraction of the data and must lie in "
+                             "[0, 1]; write a number of samples as an integer (e.g. 150)")
+        return value
+
 
 class Partition(Section):
     """How device-private data is spread over devices."""
@@ -121,6 +130,14 @@ class Partition(Section):
     min_samples: int = Field(4, ge=2)
     test_fraction: float = Field(0.2, gt=0, lt=1, description="private test samples "
                                  "held back on each device for inference")
+
+    @model_validator(mode="after")
+    def _cap_above_minimum(self) -> Partition:
+        if self.samples_per_device is not None and \
+                self.samples_per_device < self.min_samples:
+            raise ValueError(f"samples_per_device ({self.samples_per_device}) must be at "
+                             f"least min_samples ({self.min_samples})")
+        return self
 
 
 class ModelSection(Section):
