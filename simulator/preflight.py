@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
-
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,8 @@ from simulator.run import build_workspace
 from simulator.scenario import Scenario, plugin_params
 from simulator.seeding import derive_seed
 
-__all__ = ["MemoryItem", "Report", "estimate_memory", "machine_memory", "preflight"]
+__all__ = ["MemoryItem", "Report", "estimate_memory", "machine_memory", "preflight",
+           "preflight_all"]
 
 # Unique memory (psutil USS) of one process that imported torch, flwr and ray:
 # measured 400 MiB with torch 2.14, flwr 1.42, ray 2.x on Linux.
@@ -34,6 +35,11 @@ _PROCESS_BYTES = 400 * 2**20
 # Python objects around one logged feature row (tuple, ints, the array view).
 _ROW_OVERHEAD = 200
 _FLOAT32, _FLOAT16 = 4, 2
+
+# Scenario sections build_workspace never reads (tiers' plug-ins are read by ModelKit).
+_NOT_IN_WORKSPACE = {"name": True, "output_dir": True, "model": True, "training": True,
+                     "observation": True, "adversary": True, "ray": True, "sweep": True,
+                     "tiers": {"__all__": {"encoder", "defense"}}}
 
 
 @dataclass(frozen=True)
@@ -51,8 +57,6 @@ class Report:
 
     Attributes
     ----------
-    workspace
-        The run's workspace (data, device specs), built as the run builds it.
     memory
         Estimated memory items, largest first.
     machine_total, machine_available
@@ -62,7 +66,6 @@ class Report:
         Problems that do not stop a run (memory above what is free now).
     """
 
-    workspace: Workspace = field(repr=False)
     memory: tuple[MemoryItem, ...]
     machine_total: int
     machine_available: int
@@ -98,28 +101,90 @@ def preflight(scenario: Scenario, source: str = "<scenario>") -> Report:
     DatasetNotFoundError
         The dataset's files are missing (its own message says how to fix it).
     """
-    try:
-        ws = build_workspace(scenario)
-    except ValueError as err:
-        raise ScenarioError(source, [_locate(scenario, err)]) from None
-    problems = _data_problems(ws)
+    return preflight_all([scenario], source)[0]
+
+
+def preflight_all(scenarios: Sequence[Scenario], source: str = "<scenario>",
+                  labels: Sequence[str] | None = None) -> list[Report]:
+    """:func:`preflight` for many scenarios (a sweep's points), problems collected.
+
+    Points that differ only in what the workspace does not read (models, defenses,
+    training, adversary) share one workspace, so the dataset is read once.
+
+    Parameters
+    ----------
+    labels
+        One per scenario, prefixed to its problems (``point 3 (tiers.0.count=9)``).
+    """
+    built: dict[str, Workspace] = {}
+    reports, problems = [], []
+    for i, sc in enumerate(scenarios):
+        prefix = f"{labels[i]}: " if labels else ""
+        key = sc.model_dump_json(exclude=_NOT_IN_WORKSPACE)
+        try:
+            if key not in built:
+                built[key] = _build(sc)
+            reports.append(_check(replace(built[key], scenario=sc)))
+        except _Problems as err:
+            problems += [prefix + p for p in err.args[0]]
     if problems:
         raise ScenarioError(source, problems)
+    return reports
+
+
+class _Problems(Exception):
+    """Problems of one scenario (raised inside preflight_all, which collects them)."""
+
+
+def _build(scenario: Scenario) -> Workspace:
+    _check_resize(scenario)
+    try:
+        return build_workspace(scenario)
+    except ValueError as err:
+        raise _Problems([_locate(scenario, err)]) from None
+
+
+def _check_resize(scenario: Scenario) -> None:
+    """Refuse a resize the machine cannot hold before it is allocated.
+
+    Reads the images at their native size (cheap next to the resize) to learn their
+    number and channels.
+    """
+    spec = scenario.dataset
+    size = getattr(spec, "image_size", None)
+    if size is None:
+        return
+    native = DATASETS.create(spec.name, {**plugin_params(spec), "image_size": None})
+    parts = [d for d in (native.load("train"), native.load("test")) if d is not None]
+    count = sum(len(d) for d in parts)
+    resized = count * parts[0].image_shape[0] * size * size * _FLOAT32
+    total, _ = machine_memory()
+    # Twice: the driver's copy and the one in Ray's object store.
+    if 2 * resized > total:
+        raise _Problems([f"dataset.image_size: {count:,} {spec.name} images at {size} x "
+                         f"{size} take {_size(resized)}, held twice (driver and Ray's "
+                         f"object store): more than this machine's {_size(total)}; "
+                         "lower image_size"])
+
+
+def _check(ws: Workspace) -> Report:
+    problems = _data_problems(ws)
+    if problems:
+        raise _Problems(problems)
+    sc = ws.scenario
     items = estimate_memory(ws, ModelKit(ws))
     total, available = machine_memory()
     need, top = sum(item.bytes for item in items), items[0]
     over = (f"memory: about {_size(need)} needed (largest: {top.what}, "
             f"{_size(top.bytes)}; lower {top.lower})")
     # On a cluster the actors run elsewhere: only the driver's share must fit here.
-    if need > total and not scenario.ray.address:
-        raise ScenarioError(source, [f"{over} but this machine has "
-                                     f"{_size(total)}"])
+    if need > total and not sc.ray.address:
+        raise _Problems([f"{over} but this machine has {_size(total)}"])
     warnings = ()
     if need > available:
-        warnings = (f"{over}; {_size(available)} of this machine's "
-                    f"{_size(total)} are available now: the run may swap or "
-                    "be killed",)
-    return Report(ws, items, total, available, warnings)
+        warnings = (f"{over}; {_size(available)} of this machine's {_size(total)} "
+                    "are available now: the run may swap or be killed",)
+    return Report(items, total, available, warnings)
 
 
 def estimate_memory(ws: Workspace, kit: ModelKit) -> tuple[MemoryItem, ...]:
