@@ -161,10 +161,10 @@ def _check_resize(scenario: Scenario) -> None:
     total, _ = machine_memory()
     # Twice: the driver's copy and the one in Ray's object store.
     if 2 * resized > total:
-        raise _Problems([f"dataset.image_size: {count:,} {spec.name} images at {size} x "
-                         f"{size} take {_size(resized)}, held twice (driver and Ray's "
-                         f"object store): more than this machine's {_size(total)}; "
-                         "lower image_size"])
+        raise _Problems([f"dataset.image_size: {count:,} {spec.name} images at "
+                         f"{size} x {size} take {_size(resized)}, held twice (driver "
+                         f"and Ray's object store): more than this machine's "
+                         f"{_size(total)}; lower image_size"])
 
 
 def _check(ws: Workspace) -> Report:
