@@ -177,7 +177,7 @@ def _check(ws: Workspace) -> Report:
     need, top = sum(item.bytes for item in items), items[0]
     over = (f"memory: about {_size(need)} needed (largest: {top.what}, "
             f"{_size(top.bytes)}; lower {top.lower})")
-    # On a cluster the actors run elsewhere: only the driver's share must fit here.
+    # On a cluster most of it lives on other machines: there, only warn.
     if need > total and not sc.ray.address:
         raise _Problems([f"{over} but this machine has {_size(total)}"])
     warnings = ()
