@@ -55,16 +55,25 @@ class _WithoutRayNotices:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from simulator.loading import load_scenario
+    from simulator.preflight import preflight_all
     sc = load_scenario(args.file, args.set)
+    scenarios, labels = [sc], None
     if sc.sweep is not None:
         from simulator.loading import load_raw
         from simulator.sweep import expand_sweep
-        raw = load_raw(args.file, args.set)
-        print(f"{args.file}: sweep of {len(expand_sweep(raw, args.file))} points, "
-              "each valid")
+        points = expand_sweep(load_raw(args.file, args.set), args.file)
+        scenarios = [p.scenario for p in points]
+        labels = [f"point {p.index} ({p.describe()})" for p in points]
+        print(f"{args.file}: sweep of {len(points)} points, each valid")
+    # The data and the machine: splits, devices against samples, memory (no training).
+    reports = preflight_all(scenarios, args.file, labels)
+    for warning in dict.fromkeys(w for r in reports for w in r.warnings):
+        print(f"warning: {warning}", file=sys.stderr)
+    report = max(reports, key=lambda r: r.memory_bytes)
     counts = ", ".join(f"{k}: {v}" for k, v in sc.tier_counts().items())
     print(f"{args.file}: valid ({sc.num_devices} devices; {counts}; "
-          f"training {sc.training.mode}, {sc.training.rounds} rounds)")
+          f"training {sc.training.mode}, {sc.training.rounds} rounds; "
+          f"{report.summary()})")
     return 0
 
 

@@ -137,12 +137,29 @@ def _describe(error: dict[str, Any], raw: Any) -> str:
         else:
             path += f".{part}" if path else str(part)
         node = node[part] if isinstance(node, dict | list) and _has(node, part) else None
+    if error["type"] == "plugin_name":
+        return f"{path or '<top level>'}: {_plugin_name_problem(error)}"
     message = error["msg"].removeprefix("Value error, ")
     shown = "" if error["type"] in {"missing", "extra_forbidden_ignored"} else \
         f" (got {error['input']!r})" if not isinstance(error["input"], dict | list) else ""
+    if error["type"] == "finite_number":
+        message = "expected a finite number, not .inf or .nan"
     if error["type"] == "extra_forbidden":
         message = "unknown key (check its spelling; unknown keys are not allowed)"
     return f"{path or '<top level>'}: {message}{shown}"
+
+
+def _plugin_name_problem(error: dict[str, Any]) -> str:
+    """A plug-in section without a valid ``name``: the choices, and any stray key."""
+    ctx, node = error["ctx"], error["input"]
+    choices = f"(one of: {ctx['choices']})"
+    if not isinstance(node, dict):
+        return f"expected a mapping with key 'name' {choices}, got {node!r}"
+    if "name" in node:
+        return f"unknown {ctx['kind']} {node['name']!r} {choices}"
+    stray = [k for k in node if k not in ctx["keys"]]
+    return f"missing key 'name' {choices}" + "".join(
+        f"; unknown key {k!r}" for k in stray)
 
 
 def _has(node: Any, part: Any) -> bool:

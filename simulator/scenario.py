@@ -8,16 +8,17 @@ themselves. Raw YAML is touched only in :mod:`simulator.loading`.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import (BaseModel, ConfigDict, Field, Tag, create_model, field_validator,
-                      model_validator)
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag,
+                      create_model, field_validator, model_validator)
 
 from simulator.data import DATASETS
 from strategies.attacks import ATTACKS, THREAT_MODELS, grants
 from strategies.defenses import DEFENSES
 from strategies.models import BACKBONES, ENCODERS
-from strategies.registry import Registry
+from strategies.registry import Registry, StrictNumbers
 
 __all__ = ["Scenario", "Tier", "DeviceProfile", "Training", "EdgeLossWarmup",
            "Partition", "Splits",
@@ -25,21 +26,60 @@ __all__ = ["Scenario", "Tier", "DeviceProfile", "Training", "EdgeLossWarmup",
            "ModelSection", "Sweep", "Faults", "plugin_params"]
 
 
-class Section(BaseModel):
+class Section(StrictNumbers):
+    """Unknown keys are errors, values frozen; numbers finite and never booleans."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+def _file_name_token(value: str) -> str:
+    # Names become directory names (runs/<name>): no separators, nothing hidden or
+    # climbing out of output_dir.
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", value) or ".." in value:
+        raise ValueError("must be a file-name-safe token: letters, digits, '_', '-' "
+                         "and '.', starting with a letter or digit (no '/', '\\', "
+                         "spaces or '..')")
+    return value
+
+
+FileNameToken = Annotated[str, Field(min_length=1, max_length=100),
+                          AfterValidator(_file_name_token)]
+
+
+class _NameTag(Discriminator):
+    # Hashable although its error context is a dict: `DatasetSpec | None` makes typing
+    # hash every Annotated metadata item.
+    def __hash__(self) -> int:
+        return id(self)
+
+
+def _plugin_name(value: Any) -> str | None:
+    name = value.get("name") if isinstance(value, dict) else \
+        getattr(value, "name", None)
+    return name if isinstance(name, str) else None
 
 
 def _plugin_union(registry: Registry, **extra: Any) -> Any:
     """A discriminated union over every plug-in of ``registry``, tagged by ``name``.
 
-    ``extra`` adds fields the simulator reads itself (not passed to the plug-in).
+    ``extra`` adds fields the simulator reads itself (not passed to the plug-in). A
+    missing or unknown name raises a ``plugin_name`` error whose context carries the
+    valid names and every key some plug-in accepts, so the loader can name both the
+    choices and a stray key (pydantic's own message names neither).
     """
-    members = []
+    members, keys = [], set()
     for name, cls in registry.items():
         model = create_model(f"{registry.kind}:{name}", __base__=cls.Params,
                              name=(Literal[name], ...), **extra)  # type: ignore[call-overload]
         members.append(Annotated[model, Tag(name)])
-    return Annotated[Union[tuple(members)], Field(discriminator="name")]  # noqa: UP007
+        keys |= set(model.model_fields)
+    choices = ", ".join(repr(n) for n in registry.names())
+    tag = _NameTag(
+        _plugin_name, custom_error_type="plugin_name",
+        custom_error_message=f"needs key 'name', one of: {choices}",
+        custom_error_context={"kind": registry.kind, "choices": choices,
+                              "keys": tuple(sorted(keys))})
+    return Annotated[Union[tuple(members)], tag]  # noqa: UP007
 
 
 _SIMULATOR_FIELDS = {"name", "threat_model", "label"}
@@ -71,6 +111,14 @@ class Splits(Section):
     provider: float | int = Field(0.0, ge=0, description="provider's own training data "
                                   "(centralized mode)")
 
+    @field_validator("auxiliary", "evaluation", "provider")
+    @classmethod
+    def _fraction_or_count(cls, value: float | int) -> float | int:
+        if isinstance(value, float) and value > 1:
+            raise ValueError("a float is a fraction of the data and must lie in "
+                             "[0, 1]; write a number of samples as an integer (e.g. 150)")
+        return value
+
 
 class Partition(Section):
     """How device-private data is spread over devices."""
@@ -82,6 +130,14 @@ class Partition(Section):
     min_samples: int = Field(4, ge=2)
     test_fraction: float = Field(0.2, gt=0, lt=1, description="private test samples "
                                  "held back on each device for inference")
+
+    @model_validator(mode="after")
+    def _cap_above_minimum(self) -> Partition:
+        if self.samples_per_device is not None and \
+                self.samples_per_device < self.min_samples:
+            raise ValueError(f"samples_per_device ({self.samples_per_device}) must be at "
+                             f"least min_samples ({self.min_samples})")
+        return self
 
 
 class ModelSection(Section):
@@ -308,7 +364,7 @@ class Sweep(Section):
 class Scenario(Section):
     """A complete, validated scenario."""
 
-    name: str = Field(min_length=1)
+    name: FileNameToken = Field(description="run directory name under output_dir")
     seed: int = Field(0, ge=0)
     output_dir: str = "runs"
     devices: int | None = Field(None, ge=1, description="total devices when tiers give "

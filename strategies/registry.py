@@ -11,17 +11,58 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
-__all__ = ["PluginParams", "Registry", "UnknownPluginError", "import_submodules"]
+__all__ = ["PluginParams", "Registry", "StrictNumbers", "UnknownPluginError",
+           "import_submodules"]
 
 T = TypeVar("T", bound=type)
 
 
-class PluginParams(BaseModel):
-    """Base of every plug-in's ``Params``: unknown keys are errors, values are frozen."""
+def _leaf_types(annotation: Any) -> set[Any]:
+    """The plain types an annotation is built from (through unions and containers)."""
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return {type(v) for v in get_args(annotation)}
+    if origin is Annotated:
+        return _leaf_types(get_args(annotation)[0])
+    leaves: set[Any] = set() if origin is not None else {annotation}
+    for arg in get_args(annotation) if origin is not None else ():
+        if arg is not Ellipsis:
+            leaves |= _leaf_types(arg)
+    return leaves
+
+
+def _wants_number_not_bool(annotation: Any) -> bool:
+    leaves = _leaf_types(annotation)
+    return bool(leaves & {int, float}) and not leaves & {bool, Any, object}
+
+
+class StrictNumbers(BaseModel):
+    """Numbers are real numbers: ``inf``/``nan`` and booleans-for-numbers are errors.
+
+    Pydantic's lax mode reads ``true`` as ``1`` and accepts ``.inf``; in a scenario
+    both are typos that would train on garbage. YAML ints for float fields stay fine.
+    """
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_number(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        items = value if isinstance(value, list | tuple) else (value,)
+        if field is not None and any(isinstance(v, bool) for v in items) \
+                and _wants_number_not_bool(field.annotation):
+            raise ValueError("expected a number, not a boolean")
+        return value
+
+
+class PluginParams(StrictNumbers):
+    """Base of every plug-in's ``Params``: unknown keys are errors, values are frozen,
+    numbers are finite and never booleans."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

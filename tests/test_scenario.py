@@ -134,3 +134,96 @@ def test_edge_loss_warmup_weights_and_a_hold_that_never_ends(smoke_raw):
     smoke_raw["training"]["edge_loss_warmup"] = {"hold": smoke_raw["training"]["rounds"]}
     with pytest.raises(ScenarioError, match="edge_loss_warmup.hold.*never trains"):
         validate_scenario(smoke_raw)
+
+
+def _cli_validate(tmp_path, raw, capsys) -> tuple[int, str]:
+    """Run ``siftsim validate`` in-process on ``raw``; exit status and all output."""
+    from simulator.cli import main
+    path = tmp_path / "scenario.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    status = main(["validate", str(path)])
+    out = capsys.readouterr()
+    return status, out.out + out.err
+
+
+@pytest.mark.parametrize(("section", "key", "value", "expected"), [
+    ("training.optimizer", "lr", float("inf"), "training.optimizer.lr: expected a "
+     "finite number"),
+    ("training.optimizer", "betas", [0.5, float("nan")], "training.optimizer.betas[1]: "
+     "expected a finite number"),
+    ("tiers.0", "count", True, "tiers[0].count: expected a number, not a boolean"),
+    ("", "seed", False, "seed: expected a number, not a boolean"),
+    ("splits", "auxiliary", 1.5, "splits.auxiliary: a float is a fraction"),
+    ("", "name", "../../escape", "name: must be a file-name-safe token"),
+    ("", "name", "runs/x", "name: must be a file-name-safe token"),
+    ("tiers.0.defense", "sigma", float("inf"), "tiers[0].defense.sigma: expected a "
+     "finite number"),
+    ("tiers.0.defense", "sigma", True, "tiers[0].defense.sigma: expected a number"),
+])
+def test_cli_rejects_bad_values_naming_the_key(tmp_path, smoke_raw, capsys, section,
+                                               key, value, expected):
+    smoke_raw["tiers"][0]["defense"] = {"name": "gaussian_noise"}
+    node = smoke_raw
+    for part in filter(None, section.split(".")):
+        node = node[int(part)] if part.isdigit() else node.setdefault(part, {})
+    node[key] = value
+    status, output = _cli_validate(tmp_path, smoke_raw, capsys)
+    assert status == 2
+    assert expected in output
+    assert "Traceback" not in output
+
+
+def test_cli_names_a_missing_plugin_name_its_choices_and_the_stray_key(tmp_path,
+                                                                       smoke_raw, capsys):
+    smoke_raw["dataset"] = {"name_typo": "digits"}
+    status, output = _cli_validate(tmp_path, smoke_raw, capsys)
+    assert status == 2 and "Traceback" not in output
+    assert "dataset: missing key 'name' (one of: " in output
+    assert "'digits', 'fashion_mnist'" in output and "unknown key 'name_typo'" in output
+
+
+@pytest.mark.parametrize("section", ["dataset", "model.backbone", "tiers.0.encoder",
+                                     "tiers.0.defense", "adversary.attacks.0"])
+def test_every_plugin_section_names_its_missing_name(smoke_raw, section):
+    smoke_raw["adversary"] = {"enabled": True, "attacks": [{"name": "inverse_network"}]}
+    node, parts = smoke_raw, section.split(".")
+    for part in parts[:-1]:
+        node = node[int(part)] if part.isdigit() else node.setdefault(part, {})
+    last = int(parts[-1]) if parts[-1].isdigit() else parts[-1]
+    node[last] = {"nam": "x"}
+    (problem,) = _problems(smoke_raw)
+    assert "missing key 'name' (one of: '" in problem and "unknown key 'nam'" in problem
+
+
+def test_unknown_plugin_name_and_non_mapping_list_the_choices(smoke_raw):
+    smoke_raw["model"] = {"backbone": {"name": "resnet"}}
+    smoke_raw["adversary"] = {"auxiliary": {"source": "dataset", "dataset": "mnist"}}
+    problems = _problems(smoke_raw)
+    assert "model.backbone: unknown backbone 'resnet' (one of: 'he_cifar', " \
+        "'mnist_cnn', 'siftfunnel_cnn')" in problems
+    assert any(p.startswith("adversary.auxiliary.dataset: expected a mapping with key "
+                            "'name'") for p in problems)
+
+
+def test_numbers_stay_lenient_where_they_should(smoke_raw):
+    smoke_raw["training"]["optimizer"]["lr"] = 1  # a YAML int for a float field
+    smoke_raw["tiers"][0]["defense"] = {"name": "siftfunnel", "dcor": False}
+    smoke_raw["name"] = "smoke-v1.2_b"
+    sc = validate_scenario(smoke_raw)
+    assert sc.training.optimizer.lr == 1.0 and sc.tiers[0].defense.dcor is False
+
+
+def test_plugin_params_are_strict_without_the_simulator():
+    from pydantic import Field, ValidationError
+
+    from strategies.registry import PluginParams
+
+    class Params(PluginParams):
+        rate: float = Field(0.5, ge=0)
+        steps: int = 3
+        flag: bool = True
+
+    assert Params.model_validate({"rate": 2, "flag": False}).rate == 2.0
+    for bad in ({"rate": float("nan")}, {"steps": True}, {"rate": False}):
+        with pytest.raises(ValidationError):
+            Params.model_validate(bad)
