@@ -92,7 +92,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print("error: give a scenario file (or --resume RUN_DIR)", file=sys.stderr)
             return 2
         from simulator.loading import load_scenario
+        from simulator.preflight import preflight
         sc = load_scenario(args.file, args.set)
+        # Data-size and memory problems are reported now, before Ray starts.
+        for warning in preflight(sc, args.file).warnings:
+            print(f"warning: {warning}", file=sys.stderr)
         with stop_on_signals():
             path = run_scenario(sc, out=args.out, progress=Progress(), debug=args.debug)
     print(f"run directory: {path}")
