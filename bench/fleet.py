@@ -88,12 +88,12 @@ def _measure(scenario: str, mode: str, overrides: list[str], out: Path) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"{mode} run of {scenario} failed:\n{err[-3000:]}")
     manifest = json.loads((out / "manifest.json").read_text())
-    phases = manifest["phases"]
+    stages = manifest["stages"]
     devices = pd.read_parquet(out / "devices.parquet")
-    return {"seconds": phases["training"]["seconds"] + phases["inference"]["seconds"],
-            "setup": phases["setup"]["seconds"], "peak_gb": peak[0] / 1e9,
+    return {"seconds": sum(stages[s]["seconds"] for s in ("train", "deploy", "infer")),
+            "setup": stages["setup"]["seconds"], "peak_gb": peak[0] / 1e9,
             "accuracy": float(devices["accuracy"].mean()), "devices": len(devices),
-            "nodes": phases["setup"]["nodes"]}
+            "nodes": stages["setup"]["nodes"]}
 
 
 def _child(mode: str, scenario: str, out: str, overrides: list[str]) -> None:
