@@ -8,13 +8,33 @@ their gradients (the same size, over the same link).
 
 from __future__ import annotations
 
-from simulator.scenario import DeviceProfile, Training
-from strategies.models import EdgeCost
+from typing import TYPE_CHECKING, Protocol
 
-__all__ = ["inference_latency", "training_seconds"]
+if TYPE_CHECKING:
+    from simulator.scenario import Training
+
+__all__ = ["inference_latency", "training_bytes", "training_seconds"]
 
 
-def inference_latency(cost: EdgeCost, profile: DeviceProfile) -> dict[str, float]:
+class _Cost(Protocol):
+    """What the clock needs of an edge model (an ``EdgeCost`` or a ladder rung)."""
+
+    @property
+    def macs(self) -> int: ...
+    @property
+    def bytes(self) -> int: ...
+
+
+class _Hardware(Protocol):
+    """What the clock needs of a device (its ``Hardware``)."""
+
+    @property
+    def compute_gflops(self) -> float: ...
+    @property
+    def uplink_mbps(self) -> float: ...
+
+
+def inference_latency(cost: _Cost, profile: _Hardware) -> dict[str, float]:
     """Milliseconds per sample: ``compute_ms``, ``uplink_ms`` and their sum ``latency_ms``."""
     compute = 2.0 * cost.macs / (profile.compute_gflops * 1e9)
     uplink = cost.bytes * 8.0 / (profile.uplink_mbps * 1e6)
@@ -22,8 +42,13 @@ def inference_latency(cost: EdgeCost, profile: DeviceProfile) -> dict[str, float
             "latency_ms": 1e3 * (compute + uplink)}
 
 
-def training_seconds(cost: EdgeCost, profile: DeviceProfile, training: Training) -> float:
+def training_seconds(cost: _Cost, profile: _Hardware, training: Training) -> float:
     """Simulated seconds one device spends in a split-training round."""
     per_sample = (3 * 2.0 * cost.macs / (profile.compute_gflops * 1e9)
                   + 2 * cost.bytes * 8.0 / (profile.uplink_mbps * 1e6))
     return training.local_steps * training.batch_size * per_sample
+
+
+def training_bytes(cost: _Cost, training: Training) -> int:
+    """Feature bytes one device uploads in a full split-training round."""
+    return training.local_steps * training.batch_size * cost.bytes

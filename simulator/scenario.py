@@ -15,12 +15,14 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Fiel
                       create_model, field_validator, model_validator)
 
 from simulator.data import DATASETS
+from simulator.fleet.distributions import Dist, quantity
 from strategies.attacks import ATTACKS, THREAT_MODELS, grants
 from strategies.defenses import DEFENSES
 from strategies.models import BACKBONES, ENCODERS
 from strategies.registry import Registry, StrictNumbers
 
-__all__ = ["Scenario", "Tier", "DeviceProfile", "Training", "EdgeLossWarmup",
+__all__ = ["Scenario", "Tier", "DeviceProfile", "Fleet", "Assignment", "Training",
+           "RoundTiming", "TimeOfDay", "EdgeLossWarmup",
            "Partition", "Splits",
            "Inference", "Observation", "Adversary", "Auxiliary", "Information", "RayConfig", "FlowerConfig",
            "ModelSection", "Sweep", "Faults", "plugin_params"]
@@ -144,28 +146,105 @@ class ModelSection(Section):
     backbone: BackboneSpec = Field(default_factory=lambda: {"name": "siftfunnel_cnn"})
 
 
-class DeviceProfile(Section):
-    """A tier's hardware: what the simulated latency and memory checks use."""
+Positive = quantity(gt=0)
+Probability = quantity(gt=0, le=1)
+_TRACE_SUFFIXES = (".csv", ".parquet", ".pq")
 
-    compute_gflops: float = Field(10.0, gt=0, description="sustained GFLOP/s")
-    uplink_mbps: float = Field(10.0, gt=0, description="uplink Mbit/s")
-    memory_mb: float = Field(512.0, gt=0)
-    availability: float = Field(1.0, gt=0, le=1, description="probability to be "
-                                "reachable in a round")
+
+class DeviceProfile(Section):
+    """Hardware numbers: what the simulated latency, memory checks and clock use.
+
+    Each field is a number or a distribution drawn per device from the device's derived
+    seed (``{dist: uniform | lognormal | categorical, ...}``, see
+    :mod:`simulator.fleet.distributions`). An unset field inherits: a tier's profile
+    from the fleet's (``fleet.profile``), the fleet's from the built-in defaults
+    (10 GFLOP/s, 10 Mbit/s, 512 MB, availability 1; :data:`simulator.fleet.DEFAULTS`).
+    """
+
+    compute_gflops: Positive | None = Field(None, description="sustained GFLOP/s")
+    uplink_mbps: Positive | None = Field(None, description="uplink Mbit/s")
+    memory_mb: Positive | None = Field(None, description="memory for the edge model")
+    availability: Probability | None = Field(None, description="probability to be "
+                                             "reachable in a round")
+
+    def layer(self) -> dict[str, Dist]:
+        """The fields this profile sets (what it overrides of the layer below)."""
+        return {k: v for k, v in self if v is not None}
+
+
+def _trace_path(path: str | None) -> str | None:
+    if path is not None and not path.endswith(_TRACE_SUFFIXES):
+        raise ValueError(f"a device trace is a {' or '.join(_TRACE_SUFFIXES)} file")
+    return path
 
 
 class Tier(Section):
+    """A group of devices sharing an edge encoder and defense.
+
+    Without ``assignment`` a tier gives its size (``count`` or ``fraction``) and its
+    hardware (``profile`` and/or ``trace``, over the fleet's). With ``assignment`` the
+    tiers are the rungs of the ladder, smallest first: name, encoder and defense only;
+    budgets decide which devices each gets.
+    """
+
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_\-]+$")
     count: int | None = Field(None, ge=1)
     fraction: float | None = Field(None, gt=0, le=1)
     encoder: EncoderSpec = Field(default_factory=lambda: {"name": "plain"})
     defense: DefenseSpec = Field(default_factory=lambda: {"name": "none"})
     profile: DeviceProfile = Field(default_factory=DeviceProfile)
+    trace: str | None = Field(None, description="device-trace file (CSV or parquet) "
+                              "for this tier's devices, over the fleet's profile")
+
+    _trace = field_validator("trace")(_trace_path)
 
     @model_validator(mode="after")
     def _one_size(self) -> Tier:
-        if (self.count is None) == (self.fraction is None):
+        if self.count is not None and self.fraction is not None:
             raise ValueError("give exactly one of `count` or `fraction`")
+        return self
+
+
+class Fleet(Section):
+    """Hardware of every device, which tiers inherit field by field.
+
+    A device's numbers come from layers, general to specific: built-in defaults,
+    ``fleet.trace``, ``fleet.profile``, its tier's ``trace``, its tier's ``profile``;
+    each field takes the most specific layer that sets it. Trace paths are relative to
+    the working directory (as ``output_dir``); see :mod:`simulator.fleet.trace`.
+    """
+
+    profile: DeviceProfile = Field(default_factory=DeviceProfile)
+    trace: str | None = Field(None, description="device-trace file (CSV or parquet): "
+                              "one row per device, or per device type with a `share`")
+
+    _trace = field_validator("trace")(_trace_path)
+
+
+class Assignment(Section):
+    """The encoder follows the budget: each device gets the largest rung that fits.
+
+    The tiers are the rungs (smallest first) and ``devices`` counts the fleet. Under
+    ``largest_fit`` a device takes the last rung whose simulated per-sample inference
+    latency meets ``deadline_ms`` and whose weights and activations fit its
+    ``memory_mb`` (:func:`simulator.fleet.assign_rungs`).
+    """
+
+    rule: Literal["largest_fit"] = "largest_fit"
+    deadline_ms: float | None = Field(None, gt=0, description="per-sample inference "
+                                      "latency (edge compute + feature upload) a rung "
+                                      "must meet")
+    memory: bool = Field(True, description="weights and activations must fit the "
+                         "device's memory_mb")
+    unfit: Literal["drop", "smallest"] = Field(
+        "drop", description="a device that fits no rung: drop = recorded as unable to "
+        "serve; smallest = given the smallest rung anyway")
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> Assignment:
+        if self.deadline_ms is None and not self.memory:
+            raise ValueError("largest_fit needs a limit: set deadline_ms, "
+                             "memory: true, or both")
         return self
 
 
@@ -198,6 +277,43 @@ class EdgeLossWarmup(Section):
         return min(1.0, (rnd - self.hold + 1) / (self.ramp + 1))
 
 
+class TimeOfDay(Section):
+    """Availability that follows the virtual hour: a cosine over 24 hours.
+
+    Every device's availability is multiplied by 1 at ``peak_hour`` and by
+    ``1 - amplitude`` twelve hours away (:func:`simulator.fleet.availability_factor`).
+    """
+
+    amplitude: float = Field(0.5, ge=0, le=1)
+    peak_hour: float = Field(20.0, ge=0, lt=24, description="hour of most devices "
+                             "online (e.g. charging overnight)")
+    start_hour: float = Field(0.0, ge=0, lt=24, description="virtual hour at which "
+                              "round 0 starts")
+
+
+class RoundTiming(Section):
+    """Rounds on the virtual clock (split mode), as a real fleet runs them.
+
+    A round selects ``ceil(over_selection x target)`` reachable devices and closes when
+    ``target`` of them finish, when all have finished or dropped out, or at
+    ``deadline_s`` (:func:`simulator.fleet.plan_round`). The defaults reproduce the
+    plain sampling: no deadline, no over-selection, no dropouts.
+    """
+
+    deadline_s: float | None = Field(None, gt=0, description="virtual seconds after "
+                                     "which a round stops waiting")
+    over_selection: float = Field(1.0, ge=1, description="devices selected per wanted "
+                                  "device (FedScale over-commits 1.3x)")
+    stragglers: Literal["drop", "accept_late"] = Field(
+        "drop", description="devices past the deadline: drop = their work is "
+        "discarded; accept_late = the round waits and accepts them late")
+    dropout_probability: float = Field(0.0, ge=0, lt=1, description="chance a selected "
+                                       "device leaves mid-round")
+    interval_s: float | None = Field(None, gt=0, description="virtual seconds between "
+                                     "round starts (None: back to back)")
+    time_of_day: TimeOfDay | None = None
+
+
 class Training(Section):
     mode: Literal["split", "centralized"] = "split"
     rounds: int = Field(5, ge=0)
@@ -207,6 +323,7 @@ class Training(Section):
     fraction: float = Field(1.0, gt=0, le=1, description="devices sampled per round")
     optimizer: Optimizer = Field(default_factory=Optimizer)
     edge_loss_warmup: EdgeLossWarmup = Field(default_factory=EdgeLossWarmup)
+    timing: RoundTiming = Field(default_factory=RoundTiming)
 
     @model_validator(mode="after")
     def _warmup_fits(self) -> Training:
@@ -374,6 +491,8 @@ class Scenario(Section):
     partition: Partition = Field(default_factory=Partition)
     model: ModelSection = Field(default_factory=ModelSection)
     tiers: tuple[Tier, ...] = Field(min_length=1)
+    fleet: Fleet = Field(default_factory=Fleet)
+    assignment: Assignment | None = None
     training: Training = Field(default_factory=Training)
     inference: Inference = Field(default_factory=Inference)
     observation: Observation = Field(default_factory=Observation)
@@ -394,6 +513,13 @@ class Scenario(Section):
 
     @model_validator(mode="after")
     def _population(self) -> Scenario:
+        if self.assignment is not None:
+            return self._ladder()
+        unsized = [f"tiers[{i}] ({t.name!r})" for i, t in enumerate(self.tiers)
+                   if t.count is None and t.fraction is None]
+        if unsized:
+            raise ValueError(f"{', '.join(unsized)}: give `count` or `fraction` (or an "
+                             "`assignment` section, where budgets decide)")
         if any(t.fraction is not None for t in self.tiers):
             if self.devices is None:
                 raise ValueError("tiers give `fraction`: set the top-level `devices` total")
@@ -415,7 +541,8 @@ class Scenario(Section):
                     problems.append(f"faults.{key}[{i}].round is {item.round}, but split "
                                     f"training runs rounds 0-{rounds - 1}")
         for i, node in enumerate(f.kill_node):
-            if node.node >= self.num_nodes:
+            # with `assignment`, nodes emerge from budgets: checked when the run starts
+            if self.assignment is None and node.node >= self.num_nodes:
                 problems.append(f"faults.kill_node[{i}].node is {node.node}, but the "
                                 f"scenario has nodes 0-{self.num_nodes - 1}")
             if node.step >= self.training.local_steps:
@@ -439,8 +566,29 @@ class Scenario(Section):
         per = self.flower.devices_per_node
         return sum(-(-n // per) for n in self.tier_counts().values())
 
+    def _ladder(self) -> Scenario:
+        """With `assignment`, tiers are rungs: size and hardware come from the fleet."""
+        if self.devices is None:
+            raise ValueError("`assignment` counts devices fleet-wide: set the "
+                             "top-level `devices`")
+        for i, t in enumerate(self.tiers):
+            given = [k for k in ("count", "fraction", "trace")
+                     if getattr(t, k) is not None]
+            given += ["profile"] if t.profile.layer() else []
+            if given:
+                raise ValueError(f"tiers[{i}] ({t.name!r}) is a rung of `assignment`: "
+                                 f"drop {', '.join(given)} (budgets decide its "
+                                 "devices; hardware comes from `fleet`)")
+        return self
+
     def tier_counts(self) -> dict[str, int]:
-        """Devices per tier; fractions are rounded by largest remainder to `devices`."""
+        """Devices per tier; fractions are rounded by largest remainder to `devices`.
+
+        Empty with `assignment`: the counts emerge from budgets when the population
+        is expanded.
+        """
+        if self.assignment is not None:
+            return {}
         if all(t.count is not None for t in self.tiers):
             return {t.name: int(t.count) for t in self.tiers}  # type: ignore[arg-type]
         raw = [(t.name, (t.fraction or 0.0) * (self.devices or 0)) for t in self.tiers]
@@ -453,4 +601,6 @@ class Scenario(Section):
 
     @property
     def num_devices(self) -> int:
+        if self.assignment is not None:
+            return int(self.devices or 0)
         return sum(self.tier_counts().values())

@@ -227,3 +227,73 @@ def test_plugin_params_are_strict_without_the_simulator():
     for bad in ({"rate": float("nan")}, {"steps": True}, {"rate": False}):
         with pytest.raises(ValidationError):
             Params.model_validate(bad)
+# --- the real fleet: distributions, fleet section, ladder, round timing ----------
+
+FLEET_RAW = {"profile": {"compute_gflops": {"dist": "lognormal", "median": 5,
+                                            "spread": 3, "max": 400},
+                         "availability": {"dist": "uniform", "low": 0.5, "high": 1}},
+             "trace": "traces/phones.parquet"}
+
+
+def test_fleet_sections_validate_and_round_trip(smoke_raw):
+    smoke_raw["fleet"] = FLEET_RAW
+    smoke_raw["tiers"][0]["profile"] = {"memory_mb": {"dist": "categorical",
+                                                      "values": [64, 256]},
+                                        "uplink_mbps": 2}
+    smoke_raw["training"]["timing"] = {"deadline_s": 30, "over_selection": 1.3,
+                                       "stragglers": "accept_late",
+                                       "dropout_probability": 0.1,
+                                       "time_of_day": {"amplitude": 0.6}}
+    sc = validate_scenario(smoke_raw)
+    assert sc.fleet.profile.compute_gflops.spread == 3
+    assert sc.tiers[0].profile.layer().keys() == {"memory_mb", "uplink_mbps"}
+    dumped = sc.model_dump(mode="json")
+    assert dumped["tiers"][0]["profile"]["uplink_mbps"] == 2.0  # plain number again
+    assert validate_scenario(dumped) == sc
+
+
+def test_fleet_problems_name_their_paths(smoke_raw):
+    smoke_raw["fleet"] = {"profile": {"availability": {"dist": "lognormal",
+                                                       "median": 0.8, "spread": 2}},
+                          "trace": "phones.xlsx"}
+    smoke_raw["tiers"][1]["profile"] = {"memory_mb": {"dist": "uniform", "low": 8,
+                                                      "high": 4}}
+    smoke_raw["training"]["timing"] = {"over_selection": 0.8, "stragglers": "wait",
+                                       "dropout_probability": 1.0,
+                                       "time_of_day": {"peak_hour": 25}}
+    smoke_raw["assignment"] = {"unfit": "skip"}
+    problems = _problems(smoke_raw)
+    paths = sorted(p.split(":")[0] for p in problems)
+    assert paths == ["assignment.unfit", "fleet.profile.availability", "fleet.trace",
+                     "tiers[1].profile.memory_mb",
+                     "training.timing.dropout_probability",
+                     "training.timing.over_selection", "training.timing.stragglers",
+                     "training.timing.time_of_day.peak_hour"]
+    assert any("unbounded above: set `max`" in p for p in problems)
+    assert any("low < high" in p for p in problems)
+
+
+def test_assignment_counts_devices_fleet_wide(smoke_raw):
+    smoke_raw["assignment"] = {"deadline_ms": 50}
+    problems = _problems(smoke_raw)
+    assert any("set the top-level `devices`" in p for p in problems)
+    smoke_raw["devices"] = 20
+    (problem,) = _problems(smoke_raw)
+    assert "tiers[0] ('small') is a rung of `assignment`: drop count" in problem
+    for t in smoke_raw["tiers"]:
+        t.pop("count")
+    sc = validate_scenario(smoke_raw)
+    assert sc.num_devices == 20 and sc.tier_counts() == {}
+    smoke_raw["tiers"][1]["profile"] = {"memory_mb": 4}
+    (problem,) = _problems(smoke_raw)
+    assert "drop profile" in problem
+    smoke_raw["tiers"][1].pop("profile")
+    smoke_raw["assignment"] = {"memory": False}
+    (problem,) = _problems(smoke_raw)
+    assert problem.startswith("assignment:") and "needs a limit" in problem
+
+
+def test_tiers_without_size_need_assignment(smoke_raw):
+    smoke_raw["tiers"][1].pop("count")
+    (problem,) = _problems(smoke_raw)
+    assert "tiers[1] ('large'): give `count` or `fraction`" in problem
