@@ -98,6 +98,16 @@ class RunRecorder:
             yaml.safe_dump(resolved, sort_keys=False)))
         self._write_manifest()
 
+    def note_ray_session(self) -> None:
+        """Remember the local Ray session this process runs (for a later --resume to
+        end what a SIGKILL left of it)."""
+        from simulator.reaper import session_dir
+        here = session_dir()
+        sessions = self.manifest.setdefault("ray_sessions", [])
+        if here and here not in sessions:
+            sessions.append(here)
+            self._write_manifest()
+
     def stage_done(self, stage: str) -> bool:
         return self.manifest["stages"].get(stage, {}).get("status") == "done"
 

@@ -82,6 +82,12 @@ def run_scenario(scenario: Scenario, out: str | Path | None = None,
     else:
         path = Path(out) if out else new_run_dir(scenario.output_dir, scenario.name)
     recorder = RunRecorder(path, scenario, resume=resume)
+    if resume:
+        from simulator.reaper import reap_orphans
+        ended = reap_orphans(recorder.manifest.get("ray_sessions", []))
+        if ended:
+            progress("run", 0, len(STAGES), f"ended {ended} Ray processes left behind by "
+                     "the killed run")
     try:
         _run(scenario, recorder, progress, transport_factory, debug)
     except RunInterrupted:
@@ -122,6 +128,7 @@ def _run(scenario: Scenario, recorder: RunRecorder, progress: Progress,
 
     def body(transport: Transport) -> None:
         nonlocal state
+        recorder.note_ray_session()
         if not recorder.stage_done("train"):
             state = train.run_split(ctx, transport, state, extra)
         if recorder.stage_done("deploy"):

@@ -191,6 +191,7 @@ def _run_on_ray(ctx: RunContext, todo: list[Unit], edges: dict, cloud: dict,
 
     from simulator.engine.flower import init_ray
     init_ray(ctx.ws.scenario.ray)
+    ctx.recorder.note_ray_session()
     ws_ref = ray.put(ctx.ws)
     remote_eval = ray.remote(num_cpus=1, max_retries=1)(_ray_evaluator)
     evaluator = _evaluator(ctx, lambda: ray.get(remote_eval.remote(ws_ref)))
