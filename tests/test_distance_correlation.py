@@ -162,7 +162,7 @@ def test_bias_corrected_matches_dcor_and_subsamples_reproducibly() -> None:
     assert sub_a == sub_b == pytest.approx(ref_sub, abs=1e-10)
 
 
-# -- U-centred (bias-corrected) dCor^2 --------------------------------------------------
+# -- U-centred (bias-corrected) dCor^2 -------------------------------------------------
 def _u_cases(n: int, seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     cases = _cases(n, seed)
     g = torch.Generator().manual_seed(seed + 100)
