@@ -30,6 +30,7 @@ class NoPeek(Defense):
     class Params(PluginParams):
         a: float = Field(15.0, ge=0.0, le=1000.0,
                          description="weight a of dCor^2(x, z)")
+        # V kept as for siftfunnel (bench/collapse_study.py); NoPeek not measured
         dcor_estimator: DcorEstimator = Field(
             "v", description="dCor^2 estimator: 'v' (V-statistic) or 'u' (U-centred, "
             "clamped at 0; batches >= 4)")

@@ -57,6 +57,7 @@ class SiftFunnel(Defense):
         funnel: bool = Field(True, description="swap in the funnel encoder")
         attention: bool = Field(True, description="attention blocks in the funnel")
         dcor: bool = Field(True, description="distance-correlation term")
+        # V kept: U cut collapses 4/16 -> 1/16 but slowed learning (collapse_study.py)
         dcor_estimator: DcorEstimator = Field(
             "v", description="dCor^2 estimator of the dcor term: 'v' (V-statistic, "
             "the reference code's) or 'u' (U-centred, clamped at 0; batches >= 4)")
