@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 
 from analysis.metrics import (bias_corrected_dcor2, distance_correlation,
-                              pearson_redundancy)
+                              pearson_redundancy, u_distance_correlation_sqr)
 from strategies.defenses import DEFENSES, DefendedEdge, Defense
 from strategies.defenses._common import PROXY_KEY, smooth_labels
 from strategies.defenses.siftfunnel import EncoderChoice
@@ -341,3 +341,48 @@ def test_siftfunnel_lowers_dcor_compared_with_none() -> None:
     # measured: none 0.99, siftfunnel 0.11, siftfunnel without its dCor term 0.99
     assert values["sift"] < values["none"] - 0.3, values
     assert values["sift"] < values["sift_no_dcor"] - 0.3, values
+
+
+# -- dCor estimator option (SiftFunnel, NoPeek) ----------------------------------------
+def _dcor_only(name: str, estimator: str) -> Defense:
+    if name == "nopeek":
+        return DEFENSES.create("nopeek", {"a": 1.0, "dcor_estimator": estimator})
+    return DEFENSES.create("siftfunnel", {"beta": 1.0, "pearson": False,
+                                          "l1_term": False, "dcor_estimator": estimator})
+
+
+@pytest.mark.parametrize("name", ["siftfunnel", "nopeek"])
+def test_dcor_estimator_option_changes_the_loss(name: str) -> None:
+    assert DEFENSES.get(name).Params().dcor_estimator == "v"
+    x, _ = make_data(16, 1)
+    z = torch.tanh(x.flatten(1) @ torch.randn(256, 32, generator=gen(2)))
+    v = _dcor_only(name, "v").edge_loss(x, z, None)
+    u = _dcor_only(name, "u").edge_loss(x, z, None)
+    torch.testing.assert_close(v, distance_correlation(x, z))
+    torch.testing.assert_close(u, u_distance_correlation_sqr(x, z))
+    assert float(u) < float(v) - 0.02  # the V-statistic is biased upwards (0.86, 0.81)
+    # The U-statistic can be negative (this seed gives -0.15); the loss stops at 0.
+    independent = torch.rand(16, 32, generator=gen(10))
+    assert float(u_distance_correlation_sqr(x, independent)) < 0
+    assert float(_dcor_only(name, "u").edge_loss(x, independent, None)) == 0.0
+
+
+@pytest.mark.parametrize("name", ["siftfunnel", "nopeek"])
+@pytest.mark.parametrize("estimator", ["v", "u"])
+def test_dcor_estimator_loss_is_differentiable(name: str, estimator: str) -> None:
+    defense, edge, cloud = build(name, {"dcor_estimator": estimator})
+    x, y = make_data(8, 1)
+    z = defense.transform(edge(x), training=True, generator=gen(0))
+    loss = defense.edge_loss(x, z, edge)
+    assert loss.requires_grad and torch.isfinite(loss)
+    loss.backward()
+    grads = edge_grads(edge)
+    assert grads and all(torch.isfinite(g).all() for g in grads.values())
+    assert any(g.abs().sum() > 0 for g in grads.values())
+
+
+@pytest.mark.parametrize("name", ["siftfunnel", "nopeek"])
+@pytest.mark.parametrize("bad", ["U", "w", "", None, 1])
+def test_dcor_estimator_validation(name: str, bad: object) -> None:
+    with pytest.raises(ValidationError, match="dcor_estimator"):
+        DEFENSES.create(name, {"dcor_estimator": bad})

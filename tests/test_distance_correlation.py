@@ -1,8 +1,18 @@
-"""Reference tests for dCor^2 (naive O(n^2) and the `dcor` package) and redundancy."""
+"""Reference tests for dCor^2 (naive O(n^2) and the `dcor` package) and redundancy.
+
+``dcor`` is a test-only dependency: the reference our own estimators are checked
+against, never imported by the package itself.
+"""
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import dcor
 import pytest
@@ -12,7 +22,10 @@ from analysis.metrics import (
     bias_corrected_dcor2,
     distance_correlation,
     pearson_redundancy,
+    u_distance_correlation_sqr,
 )
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _naive_dcor2(x: list[list[float]], z: list[list[float]]) -> float:
@@ -139,14 +152,138 @@ def test_bias_corrected_matches_dcor_and_subsamples_reproducibly() -> None:
     x = torch.randn(40, 3, generator=g)
     z = x[:, :2] + torch.randn(40, 2, generator=g)
     ref = dcor.u_distance_correlation_sqr(x.double().numpy(), z.double().numpy())
-    assert bias_corrected_dcor2(x, z) == pytest.approx(ref, abs=1e-9)
+    assert bias_corrected_dcor2(x, z) == pytest.approx(ref, abs=1e-10)
     sub_a = bias_corrected_dcor2(x, z, 16, torch.Generator().manual_seed(9))
     sub_b = bias_corrected_dcor2(x, z, 16, torch.Generator().manual_seed(9))
     idx = torch.randperm(40, generator=torch.Generator().manual_seed(9))[:16]
     ref_sub = dcor.u_distance_correlation_sqr(
         x[idx].double().numpy(), z[idx].double().numpy()
     )
-    assert sub_a == sub_b == pytest.approx(ref_sub, abs=1e-9)
+    assert sub_a == sub_b == pytest.approx(ref_sub, abs=1e-10)
+
+
+# -- U-centred (bias-corrected) dCor^2 -------------------------------------------------
+def _u_cases(n: int, seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    cases = _cases(n, seed)
+    g = torch.Generator().manual_seed(seed + 100)
+    images = torch.rand(n, 3, 8, 8, generator=g, dtype=torch.float64) + 5.0
+    cases["high_dimensional"] = (
+        images,  # 192-D, far from the origin; z a nonlinear feature of it
+        torch.tanh(images.flatten(1) @ torch.randn(192, 16, generator=g,
+                                                   dtype=torch.float64) / 8),
+    )
+    cases["high_dimensional_independent"] = (
+        images, torch.rand(n, 4, 3, 3, generator=g, dtype=torch.float64)
+    )
+    return cases
+
+
+@pytest.mark.parametrize("n", [4, 5, 9, 40, 300])
+@pytest.mark.parametrize("case", ["independent", "linear", "quadratic",
+                                  "high_dimensional", "high_dimensional_independent"])
+def test_u_statistic_matches_dcor_package(case: str, n: int) -> None:
+    x, z = _u_cases(n, seed=n)[case]
+    ref = dcor.u_distance_correlation_sqr(
+        x.flatten(1).numpy(), z.flatten(1).numpy()
+    )
+    assert u_distance_correlation_sqr(x, z, eps=0.0).item() == pytest.approx(
+        ref, abs=1e-10
+    )
+    assert bias_corrected_dcor2(x, z) == pytest.approx(ref, abs=1e-10)
+    # The training defaults (eps inside the sqrt, float32) stay close.
+    assert u_distance_correlation_sqr(x, z).item() == pytest.approx(ref, abs=1e-6)
+    assert u_distance_correlation_sqr(x.float(), z.float()).item() == pytest.approx(
+        ref, abs=1e-4
+    )
+
+
+def test_u_statistic_orders_dependence_and_removes_the_bias() -> None:
+    cases = _u_cases(200, seed=11)
+    u = {k: u_distance_correlation_sqr(*v).item() for k, v in cases.items()}
+    v_indep = distance_correlation(*cases["high_dimensional_independent"]).item()
+    assert abs(u["independent"]) < 0.02
+    assert abs(u["high_dimensional_independent"]) < 0.02 < 0.5 < v_indep
+    assert 0.1 < u["quadratic"] < u["linear"]
+    # z sees 16 of 192 directions of x: clearly dependent, far from 1.
+    assert u["high_dimensional"] > 0.05
+
+
+def test_u_statistic_gradcheck() -> None:
+    g = torch.Generator().manual_seed(12)
+    x = torch.randn(6, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    z = torch.randn(6, 2, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(u_distance_correlation_sqr, (x, z))
+    assert torch.autograd.gradcheck(
+        lambda a, b: u_distance_correlation_sqr(a, b, eps=0.0), (x, z)
+    )
+
+
+def test_u_statistic_gradient_is_finite_at_duplicates_and_constants() -> None:
+    g = torch.Generator().manual_seed(13)
+    base = torch.rand(4, 5, generator=g)
+    x = torch.cat([base, base]).requires_grad_(True)  # every sample duplicated
+    z = torch.cat([base[:, :2], base[:, :2]]).requires_grad_(True)
+    u_distance_correlation_sqr(x, z).backward()
+    assert torch.isfinite(x.grad).all() and torch.isfinite(z.grad).all()
+    assert x.grad.abs().sum() > 0
+    for dtype in (torch.float32, torch.float64):
+        x = torch.rand(8, 3, generator=g, dtype=dtype, requires_grad=True)
+        z = torch.full((8, 2), 0.7, dtype=dtype, requires_grad=True)
+        value = u_distance_correlation_sqr(x, z)
+        value.backward()
+        assert value.item() == 0.0
+        assert torch.isfinite(x.grad).all() and torch.isfinite(z.grad).all()
+
+
+def test_u_statistic_input_validation() -> None:
+    with pytest.raises(ValueError, match="at least 4 samples"):
+        u_distance_correlation_sqr(torch.rand(3, 2), torch.rand(3, 2))
+    with pytest.raises(ValueError, match="eps"):
+        u_distance_correlation_sqr(torch.rand(4, 2), torch.rand(4, 2), eps=-1.0)
+    with pytest.raises(ValueError, match="same number of samples"):
+        u_distance_correlation_sqr(torch.rand(4, 2), torch.rand(5, 2))
+
+
+_CHILD = """
+import json, pathlib, sys, time
+go = pathlib.Path(sys.argv[1])
+while not go.exists():
+    time.sleep(0.005)
+import torch
+import simulator.adversary  # the module a Ray worker imports for the dCor column
+from analysis.metrics import bias_corrected_dcor2
+g = torch.Generator().manual_seed(0)
+x = torch.rand(64, 1, 16, 16, generator=g)
+z = torch.tanh(x.flatten(1) @ torch.randn(256, 32, generator=g))
+print(json.dumps({"value": bias_corrected_dcor2(x, z),
+                  "dcor": "dcor" in sys.modules, "numba": "numba" in sys.modules}))
+"""
+
+
+@pytest.mark.slow
+def test_cold_concurrent_processes_need_no_jit(tmp_path: Path) -> None:
+    # The dcor package's numba kernels once raced while compiling into a shared cold
+    # cache (a Ray worker died with "LLVM ERROR: Symbol not found"). Six processes, each
+    # with its own empty numba cache, start together and must neither crash nor JIT.
+    go = tmp_path / "go"
+    procs = []
+    for i in range(6):
+        cache = tmp_path / f"numba{i}"
+        cache.mkdir()
+        env = {**os.environ, "PYTHONPATH": str(REPO), "NUMBA_CACHE_DIR": str(cache)}
+        procs.append(subprocess.Popen(
+            [sys.executable, "-c", _CHILD, str(go)], cwd=REPO, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    time.sleep(0.5)  # every interpreter is up and polling; release them at once
+    go.touch()
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-2000:]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    assert len({r["value"] for r in results}) == 1, results
+    assert 0.0 < results[0]["value"] < 1.0
+    assert not any(r["dcor"] or r["numba"] for r in results), results
 
 
 def test_pearson_redundancy_orthogonal_and_copied_channels() -> None:

@@ -9,6 +9,7 @@ from analysis.metrics.distance_correlation import (
     bias_corrected_dcor2,
     distance_correlation,
     pearson_redundancy,
+    u_distance_correlation_sqr,
 )
 from analysis.metrics.image import (
     SSIM_SIGMA,
@@ -53,4 +54,5 @@ __all__ = [
     "recognisable_fraction",
     "ssim",
     "ssim_batch_paper",
+    "u_distance_correlation_sqr",
 ]

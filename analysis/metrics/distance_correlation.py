@@ -1,19 +1,30 @@
 """Distance correlation (Szekely et al. 2007) and inter-channel redundancy of features.
 
-:func:`distance_correlation` is the single differentiable dCor^2 used both as the
-NoPeek / SiftFunnel training loss and for evaluation on a batch. Its plain
-V-statistic is close to 1 for *independent* high-dimensional batches and depends on
-batch size and feature shape, so tables report :func:`bias_corrected_dcor2` (U-centred,
-via the ``dcor`` package) on a fixed-size subsample instead.
+Two differentiable estimators of dCor^2 on a batch:
+
+* :func:`distance_correlation`, the plain V-statistic (double-centred distances). It is
+  close to 1 for *independent* high-dimensional batches and depends on batch size and
+  feature shape.
+* :func:`u_distance_correlation_sqr`, the bias-corrected U-statistic (U-centred
+  distances, Szekely & Rizzo 2014): near 0 for independent data at any dimension, can be
+  slightly negative.
+
+Both serve as NoPeek / SiftFunnel training losses (the defenses choose one); tables
+report :func:`bias_corrected_dcor2`, the U-statistic in float64 on a fixed-size
+subsample.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["distance_correlation", "bias_corrected_dcor2", "pearson_redundancy"]
+__all__ = [
+    "bias_corrected_dcor2",
+    "distance_correlation",
+    "pearson_redundancy",
+    "u_distance_correlation_sqr",
+]
 
 
 def _flatten_pair(x: Tensor, z: Tensor, min_n: int) -> tuple[Tensor, Tensor]:
@@ -79,6 +90,70 @@ def distance_correlation(x: Tensor, z: Tensor, eps: float = 1e-9) -> Tensor:
     return torch.where(positive, dcov2 / torch.sqrt(safe), torch.zeros_like(dcov2))
 
 
+def _u_centred_distances(v: Tensor, eps: float) -> Tensor:
+    n = v.shape[0]
+    # Distances are translation invariant; centring the columns first keeps the Gram
+    # formula below accurate for data far from the origin.
+    v = v - v.mean(dim=0, keepdim=True)
+    sq = v.pow(2).sum(dim=1)
+    d2 = (sq[:, None] + sq[None, :] - 2.0 * (v @ v.T)).clamp_min(0.0)
+    off = ~torch.eye(n, dtype=torch.bool, device=v.device)
+    # eps inside the sqrt keeps the gradient finite at coinciding samples. The diagonal
+    # gets 1 so that eps = 0 yields no 0 * inf there either; it is masked out anyway.
+    # Subtracting sqrt(eps) changes nothing (U-centring removes any constant added
+    # off the diagonal) but makes a constant input give exactly 0, not rounding noise.
+    d = torch.sqrt(torch.where(off, d2, torch.ones_like(d2)) + eps) - eps**0.5
+    d = torch.where(off, d, torch.zeros_like(d))
+    row = d.sum(dim=1, keepdim=True) / (n - 2)
+    col = d.sum(dim=0, keepdim=True) / (n - 2)
+    total = d.sum() / ((n - 1) * (n - 2))
+    return torch.where(off, d - row - col + total, torch.zeros_like(d))
+
+
+def u_distance_correlation_sqr(x: Tensor, z: Tensor, eps: float = 1e-9) -> Tensor:
+    """Bias-corrected squared distance correlation (U-statistic), differentiable.
+
+    Szekely & Rizzo (2014), "Partial distance correlation with methods for
+    dissimilarities": Euclidean distance matrices of the flattened samples are
+    U-centred (row and column sums divided by ``n - 2``, the grand sum by
+    ``(n - 1)(n - 2)``, zero diagonal), the inner product is
+    ``(A . B) = sum_{i != j} A_ij B_ij / (n (n - 3))``, and
+    ``(A . B) / sqrt((A . A) (B . B))`` is returned. ``(A . B)`` is an unbiased
+    estimator of dCov^2, so the result is near 0 for independent data in any dimension.
+    It is computed in the inputs' dtype: float64 for reporting, float32 as a loss.
+
+    Parameters
+    ----------
+    x : Tensor
+        Shape (N, ...) with N >= 4, e.g. input images.
+    z : Tensor
+        Shape (N, ...), e.g. transmitted features.
+    eps : float
+        Added to squared distances before the square root (>= 0); keeps the gradient
+        finite where samples coincide. Use 0 for exact values without gradients.
+
+    Returns
+    -------
+    Tensor
+        A scalar in [-1, 1] (slightly negative under independence); 0 when either input
+        is constant over the batch.
+    """
+    if eps < 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    xf, zf = _flatten_pair(x, z, min_n=4)
+    n = xf.shape[0]
+    a = _u_centred_distances(xf, eps)
+    b = _u_centred_distances(zf.to(a.device), eps)
+    scale = n * (n - 3)
+    dcov2 = (a * b).sum() / scale
+    # (A . A) is a sum of squares, so >= 0; it is 0 only for a constant input, where
+    # dCor is defined as 0 and the guarded sqrt keeps the gradient finite.
+    denom = ((a * a).sum() / scale) * ((b * b).sum() / scale)
+    positive = denom > 0
+    safe = torch.where(positive, denom, torch.ones_like(denom))
+    return torch.where(positive, dcov2 / torch.sqrt(safe), torch.zeros_like(dcov2))
+
+
 def bias_corrected_dcor2(
     x: Tensor,
     z: Tensor,
@@ -87,10 +162,10 @@ def bias_corrected_dcor2(
 ) -> float:
     """Bias-corrected squared distance correlation (U-centred) for reporting.
 
-    Uses ``dcor.u_distance_correlation_sqr`` in float64 on at most ``max_samples``
-    samples drawn without replacement, so values compare across runs with different
-    batch sizes. Near 0 for independent data even in high dimension; can be slightly
-    negative. Not differentiable (never use as a loss).
+    :func:`u_distance_correlation_sqr` in float64 (exact distances, ``eps = 0``) on at
+    most ``max_samples`` samples drawn without replacement, so values compare across
+    runs with different batch sizes. Near 0 for independent data even in high
+    dimension; can be slightly negative. Returns a float, without gradient.
 
     Parameters
     ----------
@@ -114,13 +189,9 @@ def bias_corrected_dcor2(
             generator = torch.Generator().manual_seed(0)
         idx = torch.randperm(n, generator=generator)[:max_samples]
         xf, zf = xf[idx.to(xf.device)], zf[idx.to(zf.device)]
-    # Imported here: ``import dcor`` costs seconds (numba compilation), and every
-    # process that imports the training loss above would pay it.
-    import dcor
-
-    xs = xf.cpu().to(torch.float64).numpy()
-    zs = zf.cpu().to(torch.float64).numpy()
-    return float(dcor.u_distance_correlation_sqr(np.ascontiguousarray(xs), zs))
+    xs = xf.to(torch.float64)
+    zs = zf.to(device=xs.device, dtype=torch.float64)
+    return float(u_distance_correlation_sqr(xs, zs, eps=0.0))
 
 
 def pearson_redundancy(z: Tensor, eps: float = 1e-8) -> Tensor:

@@ -1,4 +1,4 @@
-"""Pieces shared by several defenses: label smoothing, noise samplers, proxy attacker.
+"""Pieces shared by several defenses: label smoothing, dCor loss, noise, proxy attacker.
 
 Private module (leading underscore): the defense registry does not import it as a
 plug-in, and nothing here is registered.
@@ -6,17 +6,21 @@ plug-in, and nothing here is registered.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from analysis.metrics import distance_correlation, u_distance_correlation_sqr
 from strategies.registry import PluginParams
 
 __all__ = [
-    "PROXY_KEY", "ProxyDecoder", "ProxyParams", "adversarial_term", "attach_scale",
-    "attached_scale", "build_proxy", "gaussian_like", "image_channels", "laplace_like",
-    "proxy_error", "proxy_step", "smooth_labels", "smoothed_kl",
+    "PROXY_KEY", "DcorEstimator", "ProxyDecoder", "ProxyParams", "adversarial_term",
+    "attach_scale", "attached_scale", "build_proxy", "dcor_loss", "gaussian_like",
+    "image_channels", "laplace_like", "proxy_error", "proxy_step", "smooth_labels",
+    "smoothed_kl",
 ]
 
 _SCALE_ATTR = "_defense_noise_scale"
@@ -45,6 +49,29 @@ def smoothed_kl(logits: torch.Tensor, labels: torch.Tensor, eps: float) -> torch
     target = smooth_labels(labels, logits.shape[1], eps).to(logits.dtype)
     # kl_div uses xlogy, so zero targets (eps = 0) contribute exactly 0.
     return F.kl_div(F.log_softmax(logits, dim=1), target, reduction="batchmean")
+
+
+# -- distance correlation loss ---------------------------------------------------------
+DcorEstimator = Literal["v", "u"]
+"""dCor^2 estimator of a loss term: ``"v"`` the plain V-statistic, ``"u"`` U-centred."""
+
+
+def dcor_loss(x: torch.Tensor, z: torch.Tensor,
+              estimator: DcorEstimator) -> torch.Tensor:
+    """Differentiable dCor^2(x, z) on the batch with the chosen estimator.
+
+    ``"v"``: :func:`analysis.metrics.distance_correlation` (biased towards 1 for
+    high-dimensional batches, N >= 2). ``"u"``: the bias-corrected
+    :func:`analysis.metrics.u_distance_correlation_sqr` clamped at 0 (N >= 4).
+    """
+    if estimator == "v":
+        return distance_correlation(x, z)
+    if estimator == "u":
+        # The U-statistic dips below 0 only by sampling noise around independence (the
+        # population dCor^2 is >= 0); pushing it further down would fit that noise,
+        # not remove dependence, so the term stops at 0 (no gradient below).
+        return u_distance_correlation_sqr(x, z).clamp_min(0.0)
+    raise ValueError(f"estimator must be 'v' or 'u', got {estimator!r}")
 
 
 # -- noise -----------------------------------------------------------------------------

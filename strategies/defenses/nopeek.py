@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from analysis.metrics import distance_correlation
+from strategies.defenses._common import DcorEstimator, dcor_loss
 from strategies.defenses.base import DEFENSES, DefendedEdge, Defense
 from strategies.registry import PluginParams
 
@@ -21,13 +21,19 @@ class NoPeek(Defense):
     ``a`` times the differentiable squared distance correlation of
     :func:`analysis.metrics.distance_correlation`, computed on *Euclidean* (not
     squared) pairwise distances: the squared-distance variant found in several repos
-    only detects linear dependence. Default ``a = 15``, the weight a public framework
-    uses for this loss (as recorded in the project's SiftFunnel reference notes).
+    only detects linear dependence. ``dcor_estimator="u"`` uses the bias-corrected
+    (U-centred) estimator instead, clamped at 0. Default ``a = 15``, the weight a
+    public framework uses for this loss (as recorded in the project's SiftFunnel
+    reference notes).
     """
 
     class Params(PluginParams):
         a: float = Field(15.0, ge=0.0, le=1000.0,
                          description="weight a of dCor^2(x, z)")
+        # V kept as for siftfunnel (bench/collapse_study.py); NoPeek not measured
+        dcor_estimator: DcorEstimator = Field(
+            "v", description="dCor^2 estimator: 'v' (V-statistic) or 'u' (U-centred, "
+            "clamped at 0; batches >= 4)")
 
     params: Params
 
@@ -35,4 +41,4 @@ class NoPeek(Defense):
                   edge: DefendedEdge) -> torch.Tensor | None:
         if self.params.a == 0.0:
             return None
-        return self.params.a * distance_correlation(x, z)
+        return self.params.a * dcor_loss(x, z, self.params.dcor_estimator)
