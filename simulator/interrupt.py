@@ -14,9 +14,10 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["STOP", "RunInterrupted", "check", "stop_on_signals"]
+__all__ = ["STOP", "RunInterrupted", "check", "reclaim_signals", "stop_on_signals"]
 
 STOP = threading.Event()
+_ACTIVE: list = []   # the handler while a stop_on_signals block runs
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -41,8 +42,18 @@ def stop_on_signals() -> Iterator[None]:
         return
     STOP.clear()
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    _ACTIVE.append(handler)
     try:
         yield
     finally:
+        _ACTIVE.remove(handler)
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def reclaim_signals() -> None:
+    """Install our handlers again after a library replaced them: ``ray.init`` puts a
+    C++ handler on SIGTERM that aborts the process (no manifest, no cleanup)."""
+    if _ACTIVE and threading.current_thread() is threading.main_thread():
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, _ACTIVE[-1])

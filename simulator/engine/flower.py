@@ -68,7 +68,9 @@ def init_ray(cfg: RayConfig) -> None:
         # running on this machine (without it, ray.init would join that cluster).
         ray.init(address="local", num_cpus=cfg.num_cpus or os.cpu_count(),
                  include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.WARNING, runtime_env={"env_vars": {"PYTHONPATH": pythonpath, **env}})
+                 logging_level=logging.WARNING,
+                 runtime_env={"env_vars": {"PYTHONPATH": pythonpath, **env}})
+    interrupt.reclaim_signals()
 
 
 @ray.remote(num_cpus=0)
