@@ -118,7 +118,15 @@ def _report_failures(path) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from simulator.sweep import run_sweep
+    from simulator.loading import load_raw
+    from simulator.preflight import preflight_all
+    from simulator.sweep import expand_sweep, run_sweep
+    points = expand_sweep(load_raw(args.file, args.set), args.file)
+    # Every point's data sizes and memory, before any point starts.
+    reports = preflight_all([p.scenario for p in points], args.file,
+                            [f"point {p.index} ({p.describe()})" for p in points])
+    for warning in dict.fromkeys(w for r in reports for w in r.warnings):
+        print(f"warning: {warning}", file=sys.stderr)
     folder = run_sweep(args.file, args.out, overrides=args.set, resume=not args.no_resume,
                        parallel=args.parallel, progress=Progress())
     print(f"sweep table: {folder / 'sweep.csv'}")
