@@ -20,6 +20,7 @@ _EXPORTS = {
     "sweep_axes": "analysis.rundir",
     "information_table": "analysis.tables",
     "leakage_table": "analysis.tables",
+    "collapsed_tiers": "analysis.tables",
     "tier_summary": "analysis.tables",
     "worst_case_devices": "analysis.tables",
     "information_vs_budget": "analysis.figures",

@@ -79,6 +79,9 @@ def write_comparison(paths: Sequence[str | Path], out_dir: str | Path) -> Path:
     doc.table(pd.DataFrame([_run_row(r, label) for r, label in zip(runs, labels,
                                                                     strict=True)]))
     doc.heading("Per-tier results")
+    collapsed = collapse_note(frame)
+    if collapsed:
+        doc.note(collapsed)
     leakage = _combine_leakage(runs)
     doc.table(tier_summary(frame, leakage),
               "Utility, cost, leakage and information per tier")

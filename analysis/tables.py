@@ -16,8 +16,8 @@ import pandas as pd
 
 from analysis.rundir import INFORMATION, WORST_CASE, attacks_in
 
-__all__ = ["collapse_note", "information_table", "leakage_table", "tier_summary",
-           "worst_case_devices"]
+__all__ = ["collapse_note", "collapsed_tiers", "information_table", "leakage_table",
+           "tier_summary", "worst_case_devices"]
 
 _INFORMATION = ("dcor2_bc", "mi_nats", "mi_paper_nats", "nonzero_per_sample",
                 "nonzero_fraction", "eval_acc_real", "chance", "mi_estimator")
@@ -48,6 +48,7 @@ def tier_summary(tiers: pd.DataFrame, leakage: pd.DataFrame | None = None
                  ) -> pd.DataFrame:
     """Per tier: utility, cost, worst-case leakage and information, side by side.
 
+    A ``collapsed`` column marks collapsed tiers (:func:`collapsed_tiers`) when any is.
     ``leakage`` is the long leakage table (with the same ``run``/``point`` keys as
     ``tiers`` when stacked); without it, no leakage columns.
     """
@@ -56,6 +57,9 @@ def tier_summary(tiers: pd.DataFrame, leakage: pd.DataFrame | None = None
     for col in ("devices", "encoder", "defense"):
         if col in t:
             out[col] = t[col]
+    collapsed = collapsed_tiers(t)
+    if collapsed.any():   # mark the rows, not only the note: rows get copied alone
+        out["collapsed"] = np.where(collapsed, "COLLAPSED", "")
     if "accuracy_mean" in t:
         out["accuracy (95% CI)"] = _ci_column(t, "accuracy")
     names = {"params": "params", "macs": "MACs", "bytes_per_sample": "bytes/sample",
@@ -166,21 +170,37 @@ def worst_case_devices(devices: pd.DataFrame, leakage: pd.DataFrame | None = Non
                                        "attack", "accuracy", "node"])
 
 
+def collapsed_tiers(tiers: pd.DataFrame) -> pd.Series:
+    """Which tier rows collapsed in training (boolean, aligned with ``tiers``).
+
+    The one definition every reader uses (report, comparison, sweep report, the
+    command line): the simulator's ``collapsed`` verdict (split training: the tier's
+    last round sent dead or constant features, or its training accuracy did not beat
+    the most frequent label), or, where the adversary measured it (and for runs that
+    predate the verdict), under one non-zero element of z per sample.
+    """
+    out = pd.Series(False, index=tiers.index)
+    if "collapsed" in tiers.columns:
+        out |= tiers["collapsed"].astype("boolean").fillna(False).astype(bool)
+    if "nonzero_per_sample" in tiers.columns:
+        out |= tiers["nonzero_per_sample"].astype(float) < 1.0
+    return out
+
+
 def collapse_note(tiers: pd.DataFrame) -> str | None:
-    """A warning naming the tiers whose features are (almost) all zero, else None.
+    """A warning naming the tiers that collapsed (:func:`collapsed_tiers`), else None.
 
     A defense whose loss rewards uninformative features (dCor, L1) can kill the edge's
     last ReLU early in training; the tier then sends zeros, its accuracy is chance and
     its "privacy" is that of sending nothing. Such rows must not be read as a result.
     """
-    if "nonzero_per_sample" not in tiers.columns:
-        return None
-    dead = tiers[tiers["nonzero_per_sample"].astype(float) < 1.0]
+    dead = tiers[collapsed_tiers(tiers)]
     if dead.empty:
         return None
-    names = [" / ".join(str(r[k]) for k in ("point", "tier") if k in dead.columns)
+    names = [" / ".join(str(r[k]) for k in _KEYS if k in dead.columns)
              for _, r in dead.iterrows()]
-    return ("Collapsed training: " + ", ".join(names) + " sent all-zero features "
-            "(under one non-zero element of z per sample), so accuracy is at chance and "
+    return ("Collapsed training: " + ", ".join(names) + " sent all-zero features, "
+            "constant features or features the cloud could not use (training accuracy "
+            "no better than the most frequent label), so accuracy is at chance and "
             "leakage is that of sending nothing. Retrain with a lower learning rate or weaker "
             "feature-penalty weights before reading these rows.")

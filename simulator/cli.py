@@ -3,7 +3,9 @@
 User errors (a bad scenario, a missing dataset, a bad run directory) print one clear
 message and exit with status 2; no traceback. A run that finished but lost something on
 the way (a dead node's round, a failed attack) exits with status 3 and lists it; one
-stopped by SIGINT or SIGTERM exits with 130 and can be continued with ``--resume``.
+stopped by SIGINT or SIGTERM exits with 130 and can be continued with ``--resume``;
+one stopped because a tier's training collapsed (``training.collapse.action: stop``)
+exits with status 4 and says which tier and what to change.
 """
 
 from __future__ import annotations
@@ -158,13 +160,23 @@ def _cmd_attack(args: argparse.Namespace) -> int:
 
 
 def _print_tiers(path) -> None:
+    """The tier table; collapsed tiers are marked, and named on stderr."""
     import pandas as pd
+
+    from analysis.tables import collapse_note, collapsed_tiers
     tiers = pd.read_csv(path / "tiers.csv")
     cols = [c for c in ("tier", "devices", "defense", "accuracy_mean", "accuracy_lo",
                         "accuracy_hi", "macs", "bytes_per_sample", "latency_ms_mean",
                         "ssim_worst_case_mean", "attack_acc_worst_case_mean", "mi_nats")
             if c in tiers]
-    print(tiers[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    shown = tiers[cols].copy()
+    collapsed = collapsed_tiers(tiers)
+    if collapsed.any():
+        shown.insert(1, "collapsed", ["COLLAPSED" if c else "" for c in collapsed])
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    note = collapse_note(tiers)
+    if note:
+        print(f"warning: {note}", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -211,6 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from analysis.rundir import RunDirectoryError
     from simulator.data import DatasetNotFoundError
+    from simulator.engine.collapse import TrainingCollapsed
     from simulator.loading import ScenarioError
     if not getattr(args, "debug", False):
         sys.stdout = _WithoutRayNotices(sys.stdout)
@@ -222,6 +235,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             RunDirectoryError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except TrainingCollapsed as err:
+        _shutdown_ray()
+        print(f"error: training stopped: {err}", file=sys.stderr)
+        return 4
     except KeyboardInterrupt as err:
         _shutdown_ray()
         print(f"interrupted ({err or 'SIGINT'}); finished stages are kept: continue with "

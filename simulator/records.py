@@ -131,6 +131,12 @@ class RunRecorder:
                 self.manifest["failures"].append(f)
         self._write_manifest()
 
+    def record_collapses(self, collapses: list[dict[str, Any]]) -> None:
+        """Training collapses and what the policy did (the train state's full list)."""
+        if collapses or "collapses" in self.manifest:
+            self.manifest["collapses"] = list(collapses)
+            self._write_manifest()
+
     @property
     def failures(self) -> list[dict[str, Any]]:
         return list(self.manifest["failures"])

@@ -22,7 +22,7 @@ from strategies.models import BACKBONES, ENCODERS
 from strategies.registry import Registry, StrictNumbers
 
 __all__ = ["Scenario", "Tier", "DeviceProfile", "Fleet", "Assignment", "Training",
-           "RoundTiming", "TimeOfDay", "EdgeLossWarmup",
+           "RoundTiming", "TimeOfDay", "EdgeLossWarmup", "Collapse",
            "Partition", "Splits",
            "Inference", "Observation", "Adversary", "Auxiliary", "Information", "RayConfig", "FlowerConfig",
            "ModelSection", "Sweep", "Faults", "plugin_params"]
@@ -277,6 +277,46 @@ class EdgeLossWarmup(Section):
         return min(1.0, (rnd - self.hold + 1) / (self.ramp + 1))
 
 
+class Collapse(Section):
+    """Collapse detection per tier and round (split training), and what to do about it.
+
+    A tier is *unhealthy* in a round when the features the cloud received are dead
+    (share of non-zero elements below ``min_nonzero``), constant (their variance over
+    the batch below ``min_spread`` of their mean square, whatever the features' scale),
+    or, from round ``accuracy_after``
+    on, useless (the cloud's training accuracy does not beat the share of the round's
+    most frequent label by ``accuracy_margin``). It is *collapsed* after ``patience``
+    unhealthy rounds in a row (:mod:`simulator.engine.collapse`). Then ``action``:
+    warn = a progress line and a record; stop = the run ends with status failed;
+    rollback = the tier's edge goes back to the last one known healthy and its
+    defense's edge-loss weight is multiplied by ``weight_factor`` (stop after
+    ``max_rollbacks``). A threshold of 0 (or ``accuracy_margin: null``) disables a test.
+    """
+
+    action: Literal["warn", "stop", "rollback"] = "warn"
+    min_nonzero: float = Field(
+        1e-3, ge=0, lt=1,
+        description="share of non-zero feature elements below which they are dead")
+    min_spread: float = Field(
+        1e-3, ge=0, lt=1,
+        description="per-feature variance over the batch, relative to the features' "
+        "mean square, below which the features are constant")
+    accuracy_margin: float | None = Field(
+        0.02, ge=0, lt=1,
+        description="training accuracy must beat the majority label's share by this "
+        "(None: no accuracy test)")
+    accuracy_after: int = Field(
+        3, ge=0,
+        description="first (0-based) round of the accuracy test, counted again after "
+        "a rollback: before it the task is still being learnt")
+    patience: int = Field(
+        1, ge=1, description="unhealthy rounds in a row before a tier is collapsed")
+    weight_factor: float = Field(
+        0.5, gt=0, lt=1, description="rollback: multiplies the tier's edge-loss weight")
+    max_rollbacks: int = Field(
+        3, ge=1, description="rollback: rollbacks per tier before the run stops")
+
+
 class TimeOfDay(Section):
     """Availability that follows the virtual hour: a cosine over 24 hours.
 
@@ -324,6 +364,7 @@ class Training(Section):
     optimizer: Optimizer = Field(default_factory=Optimizer)
     edge_loss_warmup: EdgeLossWarmup = Field(default_factory=EdgeLossWarmup)
     timing: RoundTiming = Field(default_factory=RoundTiming)
+    collapse: Collapse = Field(default_factory=Collapse)
 
     @model_validator(mode="after")
     def _warmup_fits(self) -> Training:

@@ -15,6 +15,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from simulator.engine.collapse import FeatureStats
 from simulator.engine.observations import ObservationLog, TierObservations
 from simulator.faults import die
 from simulator.engine.workspace import ModelKit, Workspace, make_optimizer, state_of
@@ -35,7 +36,7 @@ class CloudService(Protocol):
                  sizes: list[int]) -> tuple[np.ndarray, np.ndarray]: ...
     def infer(self, tier: str, z: np.ndarray, device_ids: np.ndarray,
               samples: np.ndarray) -> np.ndarray: ...
-    def aggregate(self, weights: dict[int, float]) -> None: ...
+    def aggregate(self, weights: dict[int, float]) -> dict[str, dict[str, float]]: ...
     def discard_round(self) -> None: ...
     def arm_crash(self, rnd: int, exchange: int | None) -> None: ...
     def drain(self) -> dict[str, TierObservations]: ...
@@ -70,6 +71,7 @@ class Cloud:
         self.model.load_state_dict(state)
         self._copies: dict[int, tuple[torch.nn.Module, torch.optim.Optimizer]] = {}
         self._steps: dict[int, int] = {}
+        self._stats: dict[int, FeatureStats] = {}   # per node, this round
         self._crash: tuple[int, int] | None = None  # (round, exchange) of a fault
         self._exchanges = 0
         self.log = ObservationLog(workspace.scenario.observation.phases)
@@ -104,16 +106,23 @@ class Cloud:
             opt.zero_grad(set_to_none=True)
             loss.backward()
         opt.step()
+        self._stats.setdefault(node, FeatureStats()).add(
+            z, y, logits.detach().argmax(dim=1).numpy())
         return (zt.grad * len(sizes)).numpy(), torch.stack(losses).detach().numpy()
 
-    def aggregate(self, weights: dict[int, float]) -> None:
+    def aggregate(self, weights: dict[int, float]) -> dict[str, dict[str, float]]:
         """End of round: average the nodes' copies (sample-weighted, node order).
 
         The shared trunk averages over every node; a tier's adapter and its trunk
         BatchNorm statistics only over the nodes of that tier, so tiers that did not
-        train leave them untouched.
+        train leave them untouched. Returns, per tier that trained, the statistics of
+        the features it sent (:meth:`FeatureStats.summary`, over these nodes).
         """
         nodes = sorted(n for n in weights if n in self._copies)
+        per_tier: dict[str, FeatureStats] = {}
+        for n in (n for n in nodes if n in self._stats):
+            per_tier.setdefault(self.ws.population.node_tier(n), FeatureStats()).merge(
+                self._stats[n])
         if nodes:
             states = {n: state_of(self._copies[n][0]) for n in nodes}
             merged = self.model.state_dict()
@@ -127,11 +136,13 @@ class Cloud:
                                                      weights[n]) for n in members]))
             self.model.load_state_dict(merged)
         self.discard_round()
+        return {tier: stats.summary() for tier, stats in per_tier.items()}
 
     def discard_round(self) -> None:
         """Drop the round's per-node copies (a round that is being repeated)."""
         self._copies.clear()
         self._steps.clear()
+        self._stats.clear()
         self._exchanges = 0
 
     def arm_crash(self, rnd: int, exchange: int | None) -> None:

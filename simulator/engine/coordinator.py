@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from simulator.engine.cloud import CloudService
+from simulator.engine.collapse import STAT_COLUMNS, TrainingCollapsed, police
 from simulator.engine.device import InferJob, InferResult, TrainJob, TrainResult
 from simulator.engine.observations import TierObservations
 from simulator.engine.workspace import ModelKit, Workspace
@@ -69,12 +70,18 @@ class TrainState:
     rounds_failed: dict[int, int] = field(default_factory=dict)  # device -> rounds lost
     device_loss: dict[int, float] = field(default_factory=dict)  # device -> last loss
     failures: list[dict[str, Any]] = field(default_factory=list)
+    # the collapse policy, per tier (simulator.engine.collapse)
+    healthy_edges: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    edge_loss_scale: dict[str, float] = field(default_factory=dict)  # rollbacks' factor
+    unhealthy_streak: dict[str, int] = field(default_factory=dict)
+    rollbacks: dict[str, int] = field(default_factory=dict)
+    collapses: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def initial(cls, ws: Workspace, edge_states: dict, cloud_state: dict) -> TrainState:
         ids = [d.device_id for d in ws.population.devices]
         return cls(0, edge_states, cloud_state, participation=dict.fromkeys(ids, 0),
-                   rounds_failed=dict.fromkeys(ids, 0))
+                   rounds_failed=dict.fromkeys(ids, 0), healthy_edges=dict(edge_states))
 
 
 def sample_round(ws: Workspace, rnd: int) -> dict[int, list[int]]:
@@ -104,17 +111,24 @@ def run_split_training(ws: Workspace, kit: ModelKit, transport: Transport,
     A node that dies loses its cohort's round (recorded per device); a dead cloud is
     restarted from the state of the last round end and the round is repeated.
     ``on_round_end(state, observations)`` receives the round's drained observation log
-    (the run checkpoints both). Returns the final state (edges not yet deployed).
+    (the run checkpoints both). A collapsed tier is handled by ``training.collapse``
+    (:func:`~simulator.engine.collapse.police`); its ``stop`` raises
+    :class:`~simulator.engine.collapse.TrainingCollapsed` after the round's checkpoint.
+    Returns the final state (edges not yet deployed).
     """
     pop, rounds = ws.population, ws.scenario.training.rounds
     faults = FaultPlan(ws.scenario.faults, ws.scenario.seed)
+    for tier, edge in state.edge_states.items():   # checkpoints from before the policy
+        state.healthy_edges.setdefault(tier, edge)
     for rnd in range(state.next_round, rounds):
         chosen = sample_round(ws, rnd)
+        started = dict(state.edge_states)
         for attempt in range(_CLOUD_RESTARTS + 1):
             transport.cloud.arm_crash(rnd, faults.cloud_exchange(rnd, attempt))
             jobs = [TrainJob(rnd, node, pop.node_tier(node), tuple(ids),
                              state.edge_states[pop.node_tier(node)],
-                             faults.node_step(rnd, node, attempt))
+                             faults.node_step(rnd, node, attempt),
+                             state.edge_loss_scale.get(pop.node_tier(node), 1.0))
                     for node, ids in chosen.items()]
             delivery = transport.train(jobs)
             if not delivery.failed or transport.cloud_alive():
@@ -129,11 +143,15 @@ def run_split_training(ws: Workspace, kit: ModelKit, transport: Transport,
         else:
             raise RuntimeError(f"the cloud died {_CLOUD_RESTARTS + 1} times in round {rnd}")
         _absorb_round(ws, kit, transport, state, rnd, jobs, delivery, progress)
+        stop = police(ws.scenario.training.collapse, state, rnd, started, progress,
+                      rounds)
         state.next_round = rnd + 1
         state.cloud_state = transport.cloud.state()
         observed = transport.cloud.drain()
         if on_round_end is not None:
             on_round_end(state, observed)
+        if stop:
+            raise TrainingCollapsed(stop)
     return state
 
 
@@ -147,7 +165,7 @@ def _absorb_round(ws: Workspace, kit: ModelKit, transport: Transport, state: Tra
         mine = [(r.edge_state, r.weight) for r in results if pop.node_tier(r.node) == tier]
         if mine:
             state.edge_states[tier] = weighted_average(mine)
-    transport.cloud.aggregate({r.node: r.weight for r in results})
+    stats = transport.cloud.aggregate({r.node: r.weight for r in results})
     crashed = []
     for r in delivery.results:
         for d, m in r.per_device.items():
@@ -170,7 +188,8 @@ def _absorb_round(ws: Workspace, kit: ModelKit, transport: Transport, state: Tra
             progress("fault", rnd + 1, rounds,
                      f"node {job.node} (tier {job.tier}, devices {_span(job.device_ids)}) "
                      f"died in round {rnd}: its devices' round is lost")
-    state.rounds.extend(_round_rows(ws, kit, rnd, delivery.results))
+    state.rounds.extend(_round_rows(ws, kit, rnd, delivery.results, stats,
+                                    state.edge_loss_scale))
     losses = [m["loss"] for r in results for m in r.per_device.values() if not m["failed"]]
     progress("train", rnd + 1, rounds,
              f"loss {np.mean(losses):.3f}" if losses else "no device finished")
@@ -180,9 +199,12 @@ def _span(ids: tuple[int, ...]) -> str:
     return f"{ids[0]}-{ids[-1]}" if len(ids) > 1 else str(ids[0])
 
 
-def _round_rows(ws: Workspace, kit: ModelKit, rnd: int,
-                results: list[TrainResult]) -> list[dict[str, Any]]:
-    """Per tier: devices, mean loss and the round's simulated duration (slowest device)."""
+def _round_rows(ws: Workspace, kit: ModelKit, rnd: int, results: list[TrainResult],
+                stats: dict[str, dict[str, float]],
+                scale: dict[str, float]) -> list[dict[str, Any]]:
+    """Per tier: devices, mean loss, the edge-loss weight used (warm-up x the tier's
+    rollback factor), the round's simulated duration (slowest device) and the
+    statistics of the features the cloud received."""
     rows = []
     for tier in kit.tiers:
         mine = [(d, m) for r in results if ws.population.node_tier(r.node) == tier
@@ -195,8 +217,10 @@ def _round_rows(ws: Workspace, kit: ModelKit, rnd: int,
         rows.append({"round": rnd, "tier": tier, "devices": len(per),
                      "devices_crashed": len(mine) - len(per),
                      "loss": float(np.mean([m["loss"] for _, m in per])),
-                     "edge_loss_weight": ws.scenario.training.edge_loss_warmup.weight(rnd),
-                     "virtual_seconds": float(max(secs))})
+                     "edge_loss_weight": scale.get(tier, 1.0)
+                     * ws.scenario.training.edge_loss_warmup.weight(rnd),
+                     "virtual_seconds": float(max(secs)),
+                     **stats.get(tier, dict.fromkeys(STAT_COLUMNS, float("nan")))})
     return rows
 
 

@@ -36,6 +36,7 @@ class TrainJob:
     device_ids: tuple[int, ...]
     edge_state: dict[str, torch.Tensor]
     crash_step: int | None = None        # an injected fault: the node dies at this step
+    edge_loss_scale: float = 1.0         # the tier's factor after collapse rollbacks
 
 
 @dataclass
@@ -93,7 +94,7 @@ def run_train_job(job: TrainJob, ws: Workspace, kit: ModelKit,
     faults = FaultPlan(ws.scenario.faults, ws.scenario.seed)
     crash = {d: faults.device_crash_step(ws.population.devices[d].seed, job.rnd, steps)
              for d in job.device_ids}
-    weight = ws.scenario.training.edge_loss_warmup.weight(job.rnd)
+    weight = ws.scenario.training.edge_loss_warmup.weight(job.rnd) * job.edge_loss_scale
     losses = {d: [] for d in job.device_ids}
     for step in range(steps):
         if job.crash_step == step:

@@ -123,8 +123,8 @@ class RemoteCloud:
     def infer(self, *args: Any) -> Any:
         return ray.get(self.handle.infer.remote(*args))
 
-    def aggregate(self, weights: dict[int, float]) -> None:
-        ray.get(self.handle.aggregate.remote(weights))
+    def aggregate(self, weights: dict[int, float]) -> dict[str, dict[str, float]]:
+        return ray.get(self.handle.aggregate.remote(weights))
 
     def discard_round(self) -> None:
         ray.get(self.handle.discard_round.remote())
@@ -179,7 +179,7 @@ def _client_app(ws_ref: Any, threads: int) -> ClientApp:
         job = TrainJob(int(cfg["rnd"]), int(cfg["node"]), str(cfg["tier"]),
                        tuple(int(d) for d in cfg["devices"]),
                        msg.content["arrays"].to_torch_state_dict(),
-                       None if crash < 0 else crash)
+                       None if crash < 0 else crash, float(cfg["edge_loss_scale"]))
         res = run_train_job(job, ws, kit,
                             lambda *a: ray.get(cloud.exchange.remote(*a)))
         ids = sorted(res.per_device)
@@ -226,7 +226,8 @@ class FlowerTransport:
 
     def train(self, jobs: list[TrainJob]) -> Delivery[TrainResult]:
         replies, failed = self._send("train", jobs, lambda j: {
-            "rnd": j.rnd, "crash_step": -1 if j.crash_step is None else j.crash_step})
+            "rnd": j.rnd, "crash_step": -1 if j.crash_step is None else j.crash_step,
+            "edge_loss_scale": j.edge_loss_scale})
         out = []
         for r in replies:
             m = r.content["metrics"]

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.metrics import mean_ci
+from simulator.engine.collapse import tier_verdicts
 from simulator.engine.coordinator import Transport, TrainState, run_inference
 from simulator.engine.observations import merge_observations
 from simulator.latency import inference_latency
@@ -33,7 +34,7 @@ def infer(ctx: RunContext, transport: Transport, state: TrainState,
     ctx.recorder.record_failures(failures)
     devices = device_table(ctx, accuracy, state)
     ctx.recorder.table("devices", devices)
-    ctx.recorder.table("tiers", tier_table(devices))
+    ctx.recorder.table("tiers", _with_collapse(tier_table(devices), state))
     chunks = training_observations(ctx, state.next_round) \
         if ctx.ws.scenario.training.mode == "split" else []
     log = merge_observations([*chunks, transport.cloud.drain()],
@@ -41,6 +42,18 @@ def infer(ctx: RunContext, transport: Transport, state: TrainState,
     ctx.recorder.observations(log, ctx.ws.private_index)
     ctx.recorder.mark_stage("infer", time.perf_counter() - t0,
                             devices_served=len(accuracy))
+
+
+def _with_collapse(tiers: pd.DataFrame, state: TrainState) -> pd.DataFrame:
+    """``collapsed``, ``rounds_collapsed``, ``rollbacks`` per tier (split training;
+    :func:`~simulator.engine.collapse.tier_verdicts`)."""
+    verdicts = tier_verdicts(state.rounds)
+    if not verdicts:
+        return tiers
+    cols = pd.DataFrame([{"tier": t, **v} for t, v in verdicts.items()])
+    out = tiers.merge(cols, on="tier", how="left")
+    out["collapsed"] = out["collapsed"].astype("boolean")
+    return out
 
 
 def device_table(ctx: RunContext, accuracy: dict[int, dict[str, float]],

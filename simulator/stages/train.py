@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 from simulator.engine.centralized import train_centralized
+from simulator.engine.collapse import TrainingCollapsed
 from simulator.engine.coordinator import Transport, TrainState, run_split_training
 from simulator.engine.observations import (TierObservations, load_chunk, merge_observations,
                                            save_chunk)
@@ -44,11 +45,16 @@ def _save(ctx: RunContext, state: TrainState, extra: dict[str, Any]) -> None:
     data = {"state": asdict(state), "extra": extra}
     write_atomic(ctx.folder("train") / "checkpoint.pt", lambda p: torch.save(data, p))
     ctx.recorder.record_failures(state.failures)
+    ctx.recorder.record_collapses(state.collapses)
 
 
 def run_split(ctx: RunContext, transport: Transport, state: TrainState,
               extra: dict[str, Any]) -> TrainState:
-    """SplitFed rounds from the checkpoint on; marks the stage done."""
+    """SplitFed rounds from the checkpoint on; marks the stage done.
+
+    A collapse that stops the run (``training.collapse.action: stop``) still leaves the
+    rounds table, so the statistics that triggered it can be read.
+    """
     t0, before = time.perf_counter(), extra.get("seconds", 0.0)
     cap = ctx.ws.scenario.observation.training_per_device
 
@@ -57,7 +63,12 @@ def run_split(ctx: RunContext, transport: Transport, state: TrainState,
         _save(ctx, st, {"seconds": before + time.perf_counter() - t0})
         _compact(ctx, st.next_round - 1, cap)
 
-    state = run_split_training(ctx.ws, ctx.kit, transport, state, ctx.progress, round_end)
+    try:
+        state = run_split_training(ctx.ws, ctx.kit, transport, state, ctx.progress,
+                                   round_end)
+    except TrainingCollapsed:
+        ctx.recorder.table("rounds", pd.DataFrame(state.rounds))
+        raise
     _finish(ctx, state, before + time.perf_counter() - t0)
     return state
 
