@@ -91,13 +91,15 @@ def expand_population(scenario: Scenario, private_labels: np.ndarray,
         Tier name -> ``EdgeCost`` or :class:`simulator.fleet.RungCost`; needed only
         when the scenario has ``assignment`` (budgets pick each device's tier).
     """
-    hardware = fleet_hardware(scenario)
-    fits = _tiers(scenario, hardware, rung_costs)
+    # Data first: too many devices for the samples fails here, before any per-device
+    # work (a fleet of a billion devices is refused in milliseconds).
     p = scenario.partition
-    parts = partition(private_labels, len(fits), p.scheme, alpha=p.alpha,
+    parts = partition(private_labels, scenario.num_devices, p.scheme, alpha=p.alpha,
                       shards_per_device=p.shards_per_device,
                       samples_per_device=p.samples_per_device, min_samples=p.min_samples,
                       seed=derive_seed(scenario.seed, "partition"))
+    hardware = fleet_hardware(scenario)
+    fits = _tiers(scenario, hardware, rung_costs)
     node_of, nodes = _nodes(scenario, [f.rung for f in fits])
     devices = []
     for device_id, (hw, fit) in enumerate(zip(hardware, fits, strict=True)):
