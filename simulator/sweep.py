@@ -243,9 +243,14 @@ def _run_on_ray(todo: list[SweepPoint], folder: Path, workers: int, runner: Runn
     import ray
     started = not ray.is_initialized()
     if started:  # a fresh local instance, as in simulator.engine.flower.init_ray
+        import logging
         path = os.pathsep.join(p for p in sys.path if p)
+        # the behaviour Ray 2.55 announces in a FutureWarning on every start: set it
+        quiet = {"RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0"}
+        os.environ.update(quiet)
         ray.init(address="local", num_cpus=workers, include_dashboard=False,
-                 log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
+                 log_to_driver=False, logging_level=logging.WARNING,
+                 runtime_env={"env_vars": {"PYTHONPATH": path, **quiet}})
     try:
         task = ray.remote(num_cpus=1)(_ray_attempt)
         queue, pending = list(todo), {}
