@@ -48,6 +48,7 @@ _CLOUDS: dict[str, Any] = {}
 def init_ray(cfg: RayConfig) -> None:
     """Connect to the scenario's (or ``RAY_ADDRESS``'s) cluster, or start a local one."""
     if ray.is_initialized():
+        interrupt.reclaim_signals()
         return
     # Ray 2.55 prints a FutureWarning on every start about the accelerator variables
     # of zero-GPU workers; we set the behaviour it announces, so it has nothing to say.
@@ -338,10 +339,13 @@ def run_on_flower(ws: Workspace, cloud_state: dict[str, torch.Tensor],
                        num_supernodes=len(ws.population.nodes),
                        backend_config={"client_resources": resources})
     finally:
-        try:
-            ray.kill(cloud.handle)
-        except Exception:  # already gone
-            pass
+        # Flower shuts Ray down when its simulation ends; ray.kill would then start a
+        # new local Ray just to find nothing (and take over SIGTERM).
+        if ray.is_initialized():
+            try:
+                ray.kill(cloud.handle)
+            except Exception:  # already gone
+                pass
     if "error" in box:
         raise box["error"]
     if "result" not in box:
