@@ -174,6 +174,10 @@ def test_the_attacks_are_registered_with_their_threat_models() -> None:
     assert {"inverse_network", "rmle", "query_free", "fora", "sdar"} <= set(NAMES)
     assert ATTACKS.get("fora") is FORA and ATTACKS.get("sdar") is SDAR
     assert FORA.requires is QueryFree and SDAR.requires is QueryFree
+    assert FORA.observed_phases == ("training", "inference")
+    assert SDAR.observed_phases == ("training",)
+    assert all(ATTACKS.get(n).observed_phases == ()
+               for n in ("inverse_network", "rmle", "query_free"))
     assert ATTACKS.get("inverse_network") is InverseNetwork
     assert InverseNetwork.requires is BlackBoxQuery
     assert RMLE.requires is WhiteBox and QueryFreeAttack.requires is QueryFree

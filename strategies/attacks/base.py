@@ -117,11 +117,15 @@ def grants(threat_model: str, required: type[QueryFree]) -> bool:
 class Attack:
     """Base of every inversion attack: ``fit`` on knowledge, then ``reconstruct`` z.
 
-    Subclasses set ``requires`` to the poorest knowledge type they can work with.
+    Subclasses set ``requires`` to the poorest knowledge type they can work with, and
+    ``observed_phases`` to the phases of the cloud's observation log they fit on
+    (``"training"``, ``"inference"``); empty: the attack never reads
+    ``knowledge.observed``, so the adversary need not pass it.
     """
 
     Params: ClassVar[type[PluginParams]]
     requires: ClassVar[type[QueryFree]] = QueryFree
+    observed_phases: ClassVar[tuple[str, ...]] = ()
     name: ClassVar[str] = "base"
 
     def __init__(self, params: PluginParams) -> None:

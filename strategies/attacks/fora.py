@@ -69,6 +69,7 @@ class FORA(InverseNetwork):
         gp_weight: float = Field(1000.0, ge=0.0, le=1e5, description="WGAN-GP weight")
 
     requires = QueryFree
+    observed_phases = ("training", "inference")  # any feature the cloud received
 
     def _fit(self, knowledge: QueryFree, generator: torch.Generator) -> None:
         p = self.params

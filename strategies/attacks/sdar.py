@@ -102,6 +102,7 @@ class SDAR(Attack):
         flip_rate: float = Field(0.2, ge=0.0, le=1.0)
 
     requires = QueryFree
+    observed_phases = ("training",)  # passive: what the cloud logged while training
 
     def __init__(self, params: PluginParams) -> None:
         super().__init__(params)
