@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from analysis.metrics import (bias_corrected_dcor2, effective_volume,
                               estimate_mutual_information, mse,
                               nearest_neighbour_identification, psnr, ssim)
-from simulator.engine.observations import TierObservations
+from simulator.engine.observations import PHASES, TierObservations
 from simulator.engine.workspace import ModelKit, Workspace
 from simulator.scenario import plugin_params
 from simulator.seeding import derive_seed, generator, rng, seeded
@@ -192,7 +192,7 @@ class Adversary:
         granted = spec.threat_model or adv.threat_model
         attack = ATTACKS.create(spec.name, plugin_params(spec))
         with seeded(derive_seed(self.ws.scenario.seed, "attack", label, tier)):
-            attack.fit(self._knowledge(tier, granted),
+            attack.fit(self._knowledge(tier, granted, obs, attack.observed_phases),
                        generator(self.ws.scenario.seed, "attack-fit", label, tier))
             x_hat = torch.cat([attack.reconstruct(c) for c in z.split(_CHUNK)]) if len(z) \
                 else torch.empty(0, *self.ws.image_shape)
@@ -216,15 +216,24 @@ class Adversary:
         with single_thread():
             return self._information(tier, obs)
 
-    def _knowledge(self, tier: str, threat_model: str) -> Any:
-        """Exactly what ``threat_model`` grants for ``tier``: built here, never shipped."""
+    def _knowledge(self, tier: str, threat_model: str, obs: TierObservations | None = None,
+                   phases: tuple[str, ...] = ()) -> Any:
+        """Exactly what ``threat_model`` grants for ``tier``: built here, never shipped.
+
+        Every threat model holds the cloud's own log of the tier's features; an attack
+        gets the rows of the phases it declares (``observed_phases``), none by default.
+        """
         view = copy.deepcopy(self.cloud.tier_view(tier)).eval()
         for p in view.parameters():
             p.requires_grad_(False)
+        keep = np.isin(obs.phase, [PHASES[p] for p in phases]) if obs is not None \
+            else np.zeros(0, bool)
+        observed = torch.from_numpy(obs.z[keep].astype(np.float32)) if keep.any() else None
         base = dict(cloud=view, aux_x=torch.from_numpy(self.aux_x),
                     aux_y=torch.from_numpy(self.aux_y),
                     feature_shape=tuple(self.kit.costs[tier].feature_shape),
-                    image_shape=self.ws.image_shape, normalization=self.ws.normalization)
+                    image_shape=self.ws.image_shape, normalization=self.ws.normalization,
+                    observed=observed)
         cls = THREAT_MODELS[threat_model]
         if cls is THREAT_MODELS["query_free"]:
             return cls(**base)

@@ -23,9 +23,13 @@ from strategies.attacks import (ATTACKS, Attack, BlackBoxQuery, QueryFree, Query
                                 WhiteBox, grants)
 from strategies.attacks._common import (build_decoder, build_shadow_edge,
                                         initial_images, total_variation)
+from strategies.attacks._alignment import (flip_labels, gradient_penalty, mk_mmd,
+                                           build_discriminator)
+from strategies.attacks.fora import FORA
 from strategies.attacks.inverse_network import InverseNetwork
 from strategies.attacks.query_free import QueryFreeAttack
 from strategies.attacks.rmle import RMLE
+from strategies.attacks.sdar import SDAR
 
 try:  # the project's pinned metrics once they are importable
     from analysis.metrics import mse as _mse, ssim as _ssim
@@ -34,6 +38,7 @@ except ImportError:  # pragma: no cover - fallback while analysis.metrics is ass
 
 IMAGE, FEATURE, NORM = (1, 16, 16), (4, 8, 8), ((0.5,), (0.25,))
 N_AUX, N_TEST, CLASSES = 256, 24, 4
+N_VICTIM = 232  # victims' images whose features the cloud logged, besides the test ones
 
 # Test-sized settings (reference defaults train for minutes); a newly registered attack
 # runs with its defaults until it gets an entry here.
@@ -41,12 +46,19 @@ FAST: dict[str, dict[str, Any]] = {
     "inverse_network": {"epochs": 6, "lr": 1e-2, "width": 16},
     "rmle": {"iterations": 150},
     "query_free": {"shadow_epochs": 5, "shadow_width": 16, "iterations": 150},
+    "fora": {"substitute_epochs": 5, "substitute_width": 16, "epochs": 6, "lr": 1e-2,
+             "width": 16},
+    "sdar": {"epochs": 4, "simulator_width": 16, "width": 16, "critic_width": 8,
+             "batch_size": 64, "sim_lr": 3e-3, "dec_lr": 1e-2},
 }
 # (max MSE as a fraction of the mean-image MSE, min SSIM) on the invertible toy edge.
 # Query-free never sees the edge: its shadow is only pinned down through the cloud, so
 # "inverts" means far better than the mean image, not exact.
+# fora and sdar align a substitute edge with the observed features (measured: fora
+# 0.12 / 0.92, sdar 0.15 / 0.90).
 INVERTS = {"inverse_network": (0.1, 0.9), "rmle": (0.01, 0.99),
-           "query_free": (0.5, 0.5)}
+           "query_free": (0.5, 0.5), "fora": (0.3, 0.8), "sdar": (0.3, 0.8)}
+ALIGNING = ["fora", "sdar"]  # need the cloud's observation log, never the edge
 
 
 
@@ -125,8 +137,11 @@ class Setting:
         self.aux_y = quadrant_labels(self.aux_x)
         self.test_z = self.edge(self.test_x).detach()
         self.cloud = make_cloud(self.edge, self.aux_x, self.aux_y)
+        victims = torch.cat([smooth_images(N_VICTIM, g), self.test_x])
+        self.observed = self.edge(victims).detach()  # the cloud's log of this tier
         base = dict(cloud=self.cloud, aux_x=self.aux_x, aux_y=self.aux_y,
-                    feature_shape=FEATURE, image_shape=IMAGE, normalization=NORM)
+                    feature_shape=FEATURE, image_shape=IMAGE, normalization=NORM,
+                    observed=self.observed)
         self.knowledge = {
             QueryFree: QueryFree(**base),
             BlackBoxQuery: BlackBoxQuery(**base, query=QueryOracle(self.edge)),
@@ -155,8 +170,14 @@ NAMES = ATTACKS.names()
 
 
 # -- registry contract ------------------------------------------------------------
-def test_the_three_attacks_are_registered_with_their_threat_models() -> None:
-    assert {"inverse_network", "rmle", "query_free"} <= set(NAMES)
+def test_the_attacks_are_registered_with_their_threat_models() -> None:
+    assert {"inverse_network", "rmle", "query_free", "fora", "sdar"} <= set(NAMES)
+    assert ATTACKS.get("fora") is FORA and ATTACKS.get("sdar") is SDAR
+    assert FORA.requires is QueryFree and SDAR.requires is QueryFree
+    assert FORA.observed_phases == ("training", "inference")
+    assert SDAR.observed_phases == ("training",)
+    assert all(ATTACKS.get(n).observed_phases == ()
+               for n in ("inverse_network", "rmle", "query_free"))
     assert ATTACKS.get("inverse_network") is InverseNetwork
     assert InverseNetwork.requires is BlackBoxQuery
     assert RMLE.requires is WhiteBox and QueryFreeAttack.requires is QueryFree
@@ -196,6 +217,10 @@ def test_reference_defaults() -> None:
         (500, 1e-2, 1.0, "mean")
     assert (qf.iterations, qf.lr, qf.lambda_tv, qf.shadow_epochs, qf.shadow_lr) == \
         (500, 1e-1, 2.0, 50, 1e-3)
+    fora, sdar = FORA.Params(), SDAR.Params()
+    assert (fora.a, fora.critic_lr, fora.gp_weight) == (1.0, 1e-5, 1000.0)  # authors'
+    assert (sdar.sim_lr, sdar.sim_critic_lr, sdar.lambda1, sdar.dec_lr, sdar.lambda2,
+            sdar.flip_rate) == (1e-3, 2e-5, 0.02, 5e-4, 1e-5, 0.2)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -313,6 +338,8 @@ def test_attacks_leave_the_edge_and_cloud_untouched(toy: Setting) -> None:
     try:
         toy.run("rmle", iterations=5)
         toy.run("query_free", iterations=5, shadow_epochs=1)
+        toy.run("fora", substitute_epochs=1, epochs=1, a=0.5)
+        toy.run("sdar", epochs=1)
         assert toy.edge.training
     finally:
         toy.edge.eval()
@@ -335,6 +362,145 @@ def test_rmle_feature_term_is_relative_to_the_feature_scale(toy: Setting) -> Non
     # He et al.'s absolute error: the prior swamps a feature error of ~1e-4
     absolute = tiny.run("rmle", lambda_tv=0.05, relative=False)
     assert _ssim(absolute, tiny.test_x).mean().item() < 0.5
+
+
+# -- attacks aligning a substitute edge with the observed features ----------------
+class SpyEdge(nn.Module):
+    """Counts every call of the victim's edge."""
+
+    def __init__(self, edge: nn.Module) -> None:
+        super().__init__()
+        self.edge, self.calls = edge, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.edge(x)
+
+
+@pytest.mark.parametrize("name", ALIGNING)
+def test_aligning_attacks_need_the_observation_log(name: str, toy: Setting) -> None:
+    for observed in (None, toy.observed[:1]):
+        knowledge = dataclasses.replace(toy.knowledge[QueryFree], observed=observed)
+        with pytest.raises(ValueError, match="observed"):
+            ATTACKS.create(name, FAST[name]).fit(knowledge,
+                                                 torch.Generator().manual_seed(0))
+    knowledge = dataclasses.replace(toy.knowledge[QueryFree],
+                                    observed=toy.observed[:, :2])
+    with pytest.raises(ValueError, match="shape"):
+        ATTACKS.create(name, FAST[name]).fit(knowledge,
+                                             torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("name", ALIGNING)
+def test_aligning_attacks_never_run_the_victim_edge(name: str, toy: Setting) -> None:
+    spy = SpyEdge(toy.edge)
+    with torch.no_grad():
+        observed = spy(toy.test_x)  # the cloud's log, received before the attack
+    spy.calls = 0
+    knowledge = dataclasses.replace(toy.knowledge[QueryFree], observed=observed)
+    assert type(knowledge) is QueryFree and not hasattr(knowledge, "query")
+    attack = ATTACKS.create(name, FAST[name])
+    attack.fit(knowledge, torch.Generator().manual_seed(1))
+    attack.reconstruct(observed)
+    assert spy.calls == 0
+
+
+@pytest.fixture(scope="module")
+def mnist_victim() -> dict[str, Any]:
+    """A trained MNIST CNN cut at conv1 (8x28x28, undefended) and the cloud's view."""
+    from pathlib import Path
+
+    from simulator.data import DATASETS
+    from strategies.defenses import DEFENSES
+    from strategies.defenses.siftfunnel import EncoderChoice
+    from strategies.models import BACKBONES, CloudModel, build_edge
+
+    root = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    if not (root / "MNIST").is_dir():
+        pytest.skip(f"shared data not found at {root}")
+    spec = DATASETS.create("mnist", {"root": str(root)})
+    data, norm = spec.load("test"), spec.normalization()
+    perm = torch.randperm(len(data.y), generator=torch.Generator().manual_seed(0))
+    train, aux, victims = perm[:2000], perm[2000:2600], perm[2600:2900]
+    backbone = BACKBONES.create("mnist_cnn", {"cut": "conv1"}, image_shape=(1, 28, 28),
+                                num_classes=10)
+    defense = DEFENSES.create("none", {})
+    torch.manual_seed(0)  # the victim's initial weights
+    edge = build_edge(backbone, EncoderChoice("plain", {}), defense, norm)
+    shape = tuple(edge(data.x[:1]).shape[1:])
+    cloud = CloudModel(backbone, {"t": (shape, defense.adapter())})
+    opt = torch.optim.Adam([*edge.parameters(), *cloud.parameters()], lr=2e-3)
+    for _ in range(2):
+        for idx in train.split(64):
+            opt.zero_grad()
+            F.cross_entropy(cloud(edge(data.x[idx]), "t"), data.y[idx]).backward()
+            opt.step()
+    edge.eval(), cloud.eval()
+    spy = SpyEdge(edge)
+    with torch.no_grad():
+        training_z, z = spy(data.x[train[:600]]), spy(data.x[victims])
+    spy.calls = 0
+    knowledge = QueryFree(cloud=cloud.tier_view("t"), aux_x=data.x[aux],
+                          aux_y=data.y[aux], feature_shape=shape,
+                          image_shape=(1, 28, 28), normalization=norm, observed=z)
+    mean = data.x[aux].mean(0, keepdim=True).expand(len(victims), -1, -1, -1)
+    return {"knowledge": knowledge, "x": data.x[victims], "z": z, "spy": spy,
+            "training_z": training_z,
+            "mean_ssim": _ssim(mean, data.x[victims]).mean().item(),
+            "mean_mse": _mse(mean, data.x[victims]).mean().item()}
+
+
+# (attack, params, observed rows, min SSIM). Measured SSIM over seeds 1-3: fora
+# 0.75 / 0.73 / 0.77, sdar 0.74 / 0.75 / 0.58; the mean auxiliary image 0.12.
+MNIST_CASES = [
+    ("fora", {"substitute_epochs": 4, "substitute_width": 16, "substitute_lr": 1e-2,
+              "epochs": 8, "lr": 1e-2, "width": 16}, "z", 0.55),
+    ("sdar", {"epochs": 4, "simulator_width": 16, "width": 16, "critic_width": 8,
+              "batch_size": 64, "sim_lr": 1e-2, "dec_lr": 1e-2, "sim_critic_lr": 1e-3,
+              "lambda1": 0.1}, "training_z", 0.45),
+]
+
+
+@pytest.mark.parametrize("name, params, rows, min_ssim", MNIST_CASES)
+def test_aligning_attacks_invert_a_shallow_mnist_cut_without_the_edge(
+        name: str, params: dict[str, Any], rows: str, min_ssim: float,
+        mnist_victim: dict[str, Any]) -> None:
+    v = mnist_victim
+    knowledge = dataclasses.replace(v["knowledge"], observed=v[rows])
+    assert type(knowledge) is QueryFree  # no oracle, no edge
+    attack = ATTACKS.create(name, params)
+    attack.fit(knowledge, torch.Generator().manual_seed(1))
+    x_hat = attack.reconstruct(v["z"])
+    assert v["spy"].calls == 0
+    ssim_value = _ssim(x_hat, v["x"]).mean().item()
+    assert ssim_value > min_ssim and ssim_value > v["mean_ssim"] + 0.25, ssim_value
+    assert _mse(x_hat, v["x"]).mean().item() < 0.7 * v["mean_mse"]
+
+
+def test_mk_mmd_separates_distributions_and_has_gradients() -> None:
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(64, 4, 2, 2, generator=g), torch.randn(64, 4, 2, 2, generator=g)
+    same, shifted = mk_mmd(a, b).item(), mk_mmd(a, b + 1.0).item()
+    assert abs(mk_mmd(a, a).item()) < 1e-5
+    assert 0 <= same < 0.1 < shifted
+    src = a.clone().requires_grad_(True)
+    mk_mmd(src, b + 1.0).backward()
+    assert torch.isfinite(src.grad).all() and src.grad.abs().sum() > 0
+    assert mk_mmd(a, b * 1e3).item() > 0.5  # scale-aware bandwidth: no underflow
+
+
+def test_critic_penalty_and_label_flips() -> None:
+    g = torch.Generator().manual_seed(0)
+    for shape in [(4, 8, 8), (1, 28, 28), (16, 3, 3)]:
+        critic = build_discriminator(shape, width=4)
+        x = torch.randn(5, *shape, generator=g)
+        assert critic(x).shape == (5, 1)
+        gp = gradient_penalty(critic, x, torch.randn(5, *shape, generator=g), g)
+        assert gp.requires_grad and torch.isfinite(gp)
+    y = torch.randint(0, 10, (4000,), generator=g)
+    assert torch.equal(flip_labels(y, 10, 0.0, g), y)
+    changed = (flip_labels(y, 10, 0.2, g) != y).float().mean().item()
+    assert abs(changed - 0.2 * 0.9) < 0.03  # a flip draws the same label 1 time in 10
 
 
 # -- shared pieces ----------------------------------------------------------------

@@ -136,11 +136,16 @@ def test_kill_9_in_training_and_in_the_attack_stage_then_resume(tmp_path):
     assert "nothing to do" in _finish(proc) and proc.returncode == 0
 
 
-def test_sigterm_stops_cleanly_and_leaves_no_process_behind(tmp_path):
+@pytest.mark.parametrize("stage", ["train", "attack"])
+def test_sigterm_stops_cleanly_and_leaves_no_process_behind(tmp_path, stage):
     scenario = _scenario(tmp_path)
     run = tmp_path / "run"
     proc = _start("run", str(scenario), "--out", str(run))
-    _wait_for(lambda: _rounds_done(run) >= 1, proc)
+    if stage == "train":
+        _wait_for(lambda: _rounds_done(run) >= 1, proc)
+    else:
+        _wait_for(lambda: len(list((run / "stages" / "attack").glob("*/*.npz"))) >= 1,
+                  proc)
     family = psutil.Process(proc.pid).children(recursive=True)
     assert family                    # Ray's processes and Flower's actors
     proc.send_signal(signal.SIGTERM)
@@ -150,4 +155,4 @@ def test_sigterm_stops_cleanly_and_leaves_no_process_behind(tmp_path):
     _, alive = psutil.wait_procs(family, timeout=60)
     assert not alive, [p.cmdline() for p in alive]
     m = _manifest(run)
-    assert m["status"] == "interrupted" and "train" not in m["stages"]
+    assert m["status"] == "interrupted" and stage not in m["stages"]

@@ -9,6 +9,12 @@ rejected (at scenario validation, see :func:`grants`) for :class:`QueryFree`.
 * :class:`BlackBoxQuery`  - plus an oracle running the deployed, defended edge (incl. its
   random transform) on the attacker's inputs; outputs are detached, no weights reachable;
 * :class:`WhiteBox`       - plus the tier's edge weights (the cloud aggregated them).
+
+Every threat model may also carry ``observed``: the features the cloud received from
+this tier (rows of its observation log). The cloud holds them whatever else it is
+granted, so the field lives on the poorest type; attacks that align a substitute edge
+with the victim's feature distribution (``fora``, ``sdar``) need it and say so when it
+is absent.
 """
 
 from __future__ import annotations
@@ -44,6 +50,11 @@ class QueryFree:
         Shape (C, H, W) of the private inputs.
     normalization
         (mean, std) per channel that the edge applies first (the protocol is public).
+    observed
+        Features (N, *feature_shape) the cloud received from this tier, as float32,
+        or ``None`` when the adversary did not pass its log. Which phases they come
+        from (training, inference) is the adversary's choice; attacks document which
+        they expect.
     """
 
     cloud: nn.Module
@@ -52,6 +63,7 @@ class QueryFree:
     feature_shape: tuple[int, int, int]
     image_shape: tuple[int, int, int]
     normalization: tuple[tuple[float, ...], tuple[float, ...]]
+    observed: torch.Tensor | None = None
 
 
 class QueryOracle:
@@ -105,11 +117,15 @@ def grants(threat_model: str, required: type[QueryFree]) -> bool:
 class Attack:
     """Base of every inversion attack: ``fit`` on knowledge, then ``reconstruct`` z.
 
-    Subclasses set ``requires`` to the poorest knowledge type they can work with.
+    Subclasses set ``requires`` to the poorest knowledge type they can work with, and
+    ``observed_phases`` to the phases of the cloud's observation log they fit on
+    (``"training"``, ``"inference"``); empty: the attack never reads
+    ``knowledge.observed``, so the adversary need not pass it.
     """
 
     Params: ClassVar[type[PluginParams]]
     requires: ClassVar[type[QueryFree]] = QueryFree
+    observed_phases: ClassVar[tuple[str, ...]] = ()
     name: ClassVar[str] = "base"
 
     def __init__(self, params: PluginParams) -> None:
