@@ -15,7 +15,6 @@ import yaml
 from simulator.data import DATASETS, make_splits
 from simulator.engine.coordinator import Transport
 from simulator.engine.workspace import ModelKit, Workspace
-from simulator.interrupt import RunInterrupted
 from simulator.population import expand_population
 from simulator.records import RunRecorder, new_run_dir
 from simulator.scenario import Scenario, plugin_params
@@ -90,7 +89,7 @@ def run_scenario(scenario: Scenario, out: str | Path | None = None,
                      "the killed run")
     try:
         _run(scenario, recorder, progress, transport_factory, debug)
-    except RunInterrupted:
+    except KeyboardInterrupt:   # RunInterrupted, or what Ray's waits turn it into
         recorder.finish("interrupted")
         raise
     except BaseException as err:
@@ -183,7 +182,7 @@ def attack_run(path: str | Path, overrides: list[str] | None = None,
     try:
         attack.attack(ctx, executor=executor)
         records.records(ctx)
-    except RunInterrupted:
+    except KeyboardInterrupt:
         recorder.finish("interrupted")
         raise
     recorder.finish()

@@ -144,3 +144,22 @@ def test_ray_adversary_matches_a_rerun_on_the_run_directory(smoke_raw, tmp_path)
     # neural MI estimates may differ in the last float bits between processes
     pd.testing.assert_frame_equal(tiers_before, pd.read_parquet(path / "tiers.parquet"),
                                   check_exact=False, rtol=1e-4, atol=1e-6)
+
+
+def test_attacks_on_the_observation_log_run_in_a_scenario(smoke_raw, tmp_path):
+    """fora and sdar get the cloud's observed features of the phases they declare and
+    never a query oracle: they run under query_free inside a real run."""
+    raw = with_adversary(smoke_raw)
+    raw["observation"] = {"phases": ["training", "inference"], "training_per_device": 8}
+    raw["adversary"].update(
+        threat_model="query_free", phases=["inference"],
+        attacks=[{"name": "fora", "substitute_epochs": 2, "epochs": 2},
+                 {"name": "sdar", "epochs": 2}],
+        information={"enabled": False})
+    path = run_scenario(validate_scenario(raw), tmp_path / "run",
+                        transport_factory=run_locally)
+    leakage = pd.read_parquet(path / "leakage.parquet")
+    rows = leakage[(leakage["scope"] == "tier") & (leakage["metric"] == "ssim")]
+    assert {"fora", "sdar"} <= set(rows["attack"])
+    assert set(rows[rows["attack"] == "fora"]["threat_model"]) == {"query_free"}
+    assert rows["value"].between(-1, 1).all()
