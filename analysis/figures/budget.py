@@ -88,7 +88,9 @@ def leakage_vs_budget(devices: pd.DataFrame, leakage: str | None = None,
     ax.set_xlabel(axis_label(x_col))
     ax.set_ylabel(axis_label(y_col))
     ax.set_title(f"{y_col} vs {x_col}, per device")
-    ax.legend(title="tier", fontsize="small")
+    legend = ax.legend(title="tier", fontsize="small")
+    for handle in legend.legend_handles:   # faint points, legible legend
+        handle.set_alpha(1.0)
     ax.grid(alpha=0.3)
     return fig
 
