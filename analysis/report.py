@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 
 from analysis import figures as F
 from analysis._render import Document
+from analysis.fleet import has_participation, participation_summary, stragglers
 from analysis.rundir import WORST_CASE, Run, is_sweep_dir, load_run
 from analysis.tables import (collapse_note, information_table, leakage_table,
                              tier_summary, worst_case_devices)
@@ -91,6 +92,7 @@ def build_report(run: Run) -> Document:
     _scenario(doc, run)
     _threat_model(doc, run)
     _tables(doc, run)
+    _participation(doc, run)
     _figures(doc, run)
     doc.heading("Metric conventions")
     doc.definitions(CONVENTIONS)
@@ -119,6 +121,7 @@ def _scenario(doc: Document, run: Run) -> None:
         ("Devices per tier", ", ".join(f"{t}: {n}" for t, n in devices.items())
          or "-"),
         ("Training", _training(training, optimizer)),
+        *_assignment(sc.get("assignment"), run.devices),
         ("Seed", str(m.get("seed", sc.get("seed", "?")))),
         ("Git revision", str(m.get("git_revision") or "unknown")),
         ("Python / versions", f"{m.get('python', '?')}; " + ", ".join(
@@ -189,6 +192,49 @@ def _tables(doc: Document, run: Run) -> None:
         doc.paragraph("No device records to rank.")
 
 
+def _assignment(spec: dict[str, Any] | None,
+                devices: pd.DataFrame) -> list[tuple[str, str]]:
+    """The ``Assignment`` line: rungs by budget, and how many devices fit none."""
+    if not spec:
+        return []
+    limits = [] if spec.get("deadline_ms") is None else \
+        [f"deadline {spec['deadline_ms']} ms"]
+    limits += ["memory"] if spec.get("memory") else []
+    unable = int(devices["unable"].sum()) if "unable" in devices else 0
+    return [("Assignment", f"by budget: {spec.get('rule', '?')} ("
+             f"{' and '.join(limits) or 'no limit'}); {unable} devices fit no rung "
+             f"({'dropped' if spec.get('unfit') != 'smallest' else 'given the smallest'})"
+             )]
+
+
+def _participation(doc: Document, run: Run) -> None:
+    """Who trained how often, who straggled, next to utility and leakage."""
+    if not has_participation(run.devices):
+        return
+    doc.heading("Participation and stragglers")
+    doc.table(participation_summary(run.devices, run.leakage),
+              "Per rung: rounds selected, completed, straggled and dropped per device, "
+              "devices that never completed a round, accuracy and leakage")
+    late = stragglers(run.devices, run.leakage)
+    if len(late):
+        doc.table(late, "Devices that straggled most")
+    else:
+        doc.paragraph("No device straggled: every selected device finished in time.")
+    _add(doc, "Rounds completed and straggled per device, per rung",
+         lambda: F.participation_bars(run.devices))
+
+
+def _varying_budgets(devices: pd.DataFrame) -> list[str]:
+    """Hardware budgets that vary within a rung (a fleet drawn from distributions or
+    traces): the per-device figures draw them as clouds with binned trends."""
+    out = []
+    for col in ("compute_gflops", "memory_mb"):
+        if col in devices and "tier" in devices and \
+                (devices.groupby("tier")[col].nunique() > 1).any():
+            out.append(col)
+    return out
+
+
 def _add(doc: Document, caption: str, draw: Callable[[], Figure]) -> None:
     """Draw one figure; a figure the data cannot support becomes a note, not a crash."""
     try:
@@ -203,6 +249,10 @@ def _figures(doc: Document, run: Run) -> None:
     _add(doc, "Accuracy per tier", lambda: F.tier_bars(t, "accuracy"))
     _add(doc, "Accuracy against edge compute, per device",
          lambda: F.leakage_vs_budget(d, "accuracy", "macs"))
+    fleet = _varying_budgets(d)
+    for budget in fleet:
+        _add(doc, f"Accuracy against the device's {budget}, per device (binned trend "
+             "per rung)", lambda b=budget: F.leakage_vs_budget(d, "accuracy", b))
     if len(r) and "loss" in r:
         _add(doc, "Training loss per round", lambda: F.training_curves(r))
     if not run.attacks:
@@ -211,7 +261,7 @@ def _figures(doc: Document, run: Run) -> None:
     # which attacks exist comes from the long table; the figures draw its wide views
     main = WORST_CASE if WORST_CASE in run.attacks else run.attacks[0]
     leak = f"ssim_{main}"
-    for budget in ("macs", "bytes_per_sample", "latency_ms"):
+    for budget in ("macs", "bytes_per_sample", "latency_ms", *fleet):
         _add(doc, f"Leakage ({leak}) against {budget}, per device",
              lambda b=budget: F.leakage_vs_budget(d, leak, b))
     for attack in run.attacks:

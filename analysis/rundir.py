@@ -50,6 +50,10 @@ class Run:
         ``chosen_attack``, ``estimator``. None when no adversary ran.
     reconstructions : dict
         ``(attack, tier) -> {"original", "reconstruction", "device_id"}`` arrays.
+    participation : DataFrame or None
+        One row per (round, selected device) on the virtual clock: ``status``
+        (completed, late, dropped, straggled, cancelled), work, busy seconds, bytes;
+        None for runs recorded before it existed.
     """
 
     path: Path
@@ -61,6 +65,7 @@ class Run:
     reconstructions: dict[tuple[str, str], dict[str, np.ndarray]] = field(
         default_factory=dict)
     leakage: pd.DataFrame | None = None
+    participation: pd.DataFrame | None = None
 
     @property
     def name(self) -> str:
@@ -123,10 +128,12 @@ def load_run(path: str | Path) -> Run:
                          "rerun `siftsim run SCENARIO`")
     images, leakage = _read_leakage(path)
     tier_names = [str(t) for t in tiers["tier"]] if "tier" in tiers else []
+    part = path / "participation.parquet"
     return Run(path, manifest, devices, tiers, rounds, leakage_images=images,
                reconstructions=_read_reconstructions(path / "reconstructions",
                                                      tier_names),
-               leakage=leakage)
+               leakage=leakage,
+               participation=_read_parquet(part) if part.is_file() else None)
 
 
 def _read_leakage(path: Path) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:

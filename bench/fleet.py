@@ -13,6 +13,16 @@ arithmetic is the same). Usage, from the repository root::
 
     python bench/fleet.py                       # mnist_300 and scale_1000
     python bench/fleet.py scenarios/quickstart.yaml --set training.rounds=2
+
+``--scaling`` runs one fleet scenario (``assignment``: ``devices`` counts the fleet) at
+several sizes with the same per-device work (data, steps and sampled fraction per
+device), on the bare loop (``--engine flower`` for the real engine), and prints per
+size: seconds per trained device-round, peak memory of the process tree and per device,
+and each phase's efficiency against a reference: the scenario's own edge + cloud models
+trained (forward, backward, optimiser step) and served (forward) at a saturating batch
+in one process, per rung, weighted by the samples each rung processed::
+
+    python bench/fleet.py --scaling scenarios/fleet_10k.yaml --devices 1000 3000 10000
 """
 
 from __future__ import annotations
@@ -90,10 +100,20 @@ def _measure(scenario: str, mode: str, overrides: list[str], out: Path) -> dict:
     manifest = json.loads((out / "manifest.json").read_text())
     stages = manifest["stages"]
     devices = pd.read_parquet(out / "devices.parquet")
+    training = manifest["scenario"]["training"]
+    per_round = training["local_steps"] * devices["n_train"].clip(
+        upper=training["batch_size"])
+    # the samples each rung processed: trained device-rounds, served test images
+    tier = devices["tier"].fillna("")
     return {"seconds": sum(stages[s]["seconds"] for s in ("train", "deploy", "infer")),
             "setup": stages["setup"]["seconds"], "peak_gb": peak[0] / 1e9,
             "accuracy": float(devices["accuracy"].mean()), "devices": len(devices),
-            "nodes": stages["setup"]["nodes"]}
+            "nodes": stages["setup"]["nodes"], "train_s": stages["train"]["seconds"],
+            "infer_s": stages["infer"]["seconds"],
+            "device_rounds": int(devices["rounds_trained"].sum()),
+            "train_samples": (per_round * devices["rounds_trained"]).groupby(tier).sum(),
+            "infer_samples": devices["n_test"].where(devices["served"], 0)
+            .groupby(tier).sum()}
 
 
 def _child(mode: str, scenario: str, out: str, overrides: list[str]) -> None:
@@ -102,18 +122,121 @@ def _child(mode: str, scenario: str, out: str, overrides: list[str]) -> None:
     from simulator.loading import load_scenario
     from simulator.run import run_scenario
     sc = load_scenario(scenario, [*overrides, "adversary.enabled=false"])
+    if mode == "reference":
+        Path(out).write_text(json.dumps(_reference(sc)))
+        return
     run_scenario(sc, out, transport_factory=run_locally if mode == "bare" else None)
+
+
+def _reference(sc, batches=(64, 256, 1024), seconds: float = 2.0) -> dict:
+    """Per rung: samples/s of its edge + the cloud, trained and served, at the best of
+    ``batches`` (the saturating batch), in this one process."""
+    import torch
+    import torch.nn.functional as F
+
+    from simulator.engine.workspace import ModelKit, make_optimizer
+    from simulator.run import build_workspace
+    if sc.assignment is not None:   # the models do not depend on the fleet's size
+        sc = sc.model_copy(update={"devices": min(sc.devices, 200)})
+    ws = build_workspace(sc)
+    kit, out = ModelKit(ws), {}
+    for tier in kit.tiers:
+        edge, cloud = kit.edge(tier), kit.cloud()
+        opt = make_optimizer([*edge.parameters(), *cloud.parameters()],
+                             sc.training.optimizer)
+
+        def train(x, y, tier=tier, edge=edge, cloud=cloud, opt=opt):
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(cloud(edge(x), tier), y).backward()
+            opt.step()
+
+        def serve(x, y, tier=tier, edge=edge, cloud=cloud):
+            with torch.no_grad():
+                cloud(edge(x), tier)
+
+        out[tier] = {}
+        for phase, step, mode in (("train", train, True), ("infer", serve, False)):
+            edge.train(mode), cloud.train(mode)
+            out[tier][phase] = max(_rate(step, ws, b, seconds) for b in batches)
+    return {"threads": torch.get_num_threads(), "rates": out}
+
+
+def _rate(step, ws, batch: int, seconds: float) -> tuple[float, int]:
+    """(samples/s, batch) of ``step`` on real images, after one warm-up call."""
+    import numpy as np
+    import torch
+    idx = np.arange(batch) % len(ws.private_y)
+    x, y = torch.from_numpy(ws.private_x[idx]), torch.from_numpy(ws.private_y[idx])
+    step(x, y)
+    calls, t0 = 0, time.perf_counter()
+    while calls < 3 or time.perf_counter() - t0 < seconds:
+        step(x, y)
+        calls += 1
+    return calls * batch / (time.perf_counter() - t0), batch
+
+
+def _efficiency(row: dict, reference: dict, phase: str) -> float:
+    """Useful samples/s of ``phase`` over the reference's samples/s for the same mix
+    of rungs (time the reference would need / time the phase took)."""
+    samples = row[f"{phase}_samples"]
+    ideal = sum(n / reference["rates"][t][phase][0] for t, n in samples.items()
+                if t and n)
+    return ideal / row[f"{phase}_s"]
+
+
+def scaling(scenario: str, sizes: list[int], engine: str, overrides: list[str]) -> None:
+    """The scaling table (see the module docstring)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ref_file = Path(tmp) / "reference.json"
+        subprocess.run([sys.executable, __file__, "--child", "reference", scenario,
+                        "--out", str(ref_file), *sum((["--set", o] for o in overrides),
+                                                     [])], cwd=REPO, check=True)
+        reference = json.loads(ref_file.read_text())
+        print(f"reference, {reference['threads']} torch threads (samples/s at the "
+              "best batch): " + "; ".join(
+                  f"{t} train {r['train'][0]:.0f} (b{r['train'][1]}) infer "
+                  f"{r['infer'][0]:.0f} (b{r['infer'][1]})"
+                  for t, r in reference["rates"].items()), flush=True)
+        print(f"{'devices':>8}{'nodes':>6}{'dev-rounds':>11}{'train s':>9}"
+              f"{'ms/dev-rnd':>11}{'infer s':>9}{'train eff':>10}{'infer eff':>10}"
+              f"{'peak GB':>9}{'MB/dev':>8}{'+MB/dev':>8}", flush=True)
+        rows: list[dict] = []
+        for n in sizes:
+            row = _measure(scenario, engine, [*overrides, f"devices={n}"],
+                           Path(tmp) / f"n{n}")
+            per = row["train_s"] / max(1, row["device_rounds"])
+            extra = (row["peak_gb"] - rows[-1]["peak_gb"]) * 1e3 / (n - rows[-1]["n"]) \
+                if rows else float("nan")
+            rows.append({**row, "n": n, "per": per})
+            print(f"{n:>8}{row['nodes']:>6}{row['device_rounds']:>11}"
+                  f"{row['train_s']:>9.1f}{1e3 * per:>11.2f}{row['infer_s']:>9.1f}"
+                  f"{_efficiency(row, reference, 'train'):>10.2%}"
+                  f"{_efficiency(row, reference, 'infer'):>10.2%}"
+                  f"{row['peak_gb']:>9.2f}{row['peak_gb'] * 1e3 / n:>8.2f}"
+                  f"{extra:>8.3f}", flush=True)
+        if len(rows) > 1:
+            print(f"per-device cost at {rows[-1]['n']} vs {rows[0]['n']} devices: "
+                  f"{rows[-1]['per'] / rows[0]['per']:.2f}x seconds per device-round")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scenarios", nargs="*", default=DEFAULT)
     parser.add_argument("--set", action="append", default=[])
+    parser.add_argument("--scaling", action="store_true",
+                        help="one fleet scenario at --devices sizes (see above)")
+    parser.add_argument("--devices", type=int, nargs="+", default=[1000, 3000, 10000])
+    parser.add_argument("--engine", choices=["bare", "flower"], default="bare")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         _child(args.child, args.scenarios[0], args.out, args.set)
+        return
+    if args.scaling:
+        scenario = args.scenarios[0] if args.scenarios != DEFAULT else \
+            "scenarios/fleet_10k.yaml"
+        scaling(scenario, args.devices, args.engine, args.set)
         return
     print(f"{'scenario':<14}{'devices':>8}{'nodes':>6}{'bare s':>9}{'flower s':>10}"
           f"{'ratio':>7}{'bare GB':>9}{'flower GB':>10}{'bare acc':>9}{'flower acc':>11}")

@@ -72,7 +72,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     for warning in dict.fromkeys(w for r in reports for w in r.warnings):
         print(f"warning: {warning}", file=sys.stderr)
     report = max(reports, key=lambda r: r.memory_bytes)
-    counts = ", ".join(f"{k}: {v}" for k, v in sc.tier_counts().items())
+    counts = ", ".join(f"{k}: {v}" for k, v in sc.tier_counts().items()) \
+        or "assigned by budget"
     print(f"{args.file}: valid ({sc.num_devices} devices; {counts}; "
           f"training {sc.training.mode}, {sc.training.rounds} rounds; "
           f"{report.summary()})")

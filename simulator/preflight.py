@@ -120,7 +120,10 @@ def preflight_all(scenarios: Sequence[Scenario], source: str = "<scenario>",
     reports, problems = [], []
     for i, sc in enumerate(scenarios):
         prefix = f"{labels[i]}: " if labels else ""
-        key = sc.model_dump_json(exclude=_NOT_IN_WORKSPACE)
+        # with `assignment` the models' costs decide the tiers: no sharing across them
+        key = sc.model_dump_json(exclude=_NOT_IN_WORKSPACE if sc.assignment is None
+                                 else {k: v for k, v in _NOT_IN_WORKSPACE.items()
+                                       if k not in ("model", "tiers")})
         try:
             if key not in built:
                 built[key] = _build(sc)
@@ -271,6 +274,8 @@ def _observation_bytes(ws: Workspace, kit: ModelKit) -> int:
     keep_training = "training" in cfg.phases and train.mode == "split"
     total = 0
     for d in ws.population.devices:
+        if d.tier is None:   # unable to serve: it neither trains nor infers
+            continue
         rows = len(d.test_idx) if "inference" in cfg.phases else 0
         rows += min(cfg.training_per_device, seen) if keep_training else 0
         # Twice the features: the log, and the stacked copy written at the end.

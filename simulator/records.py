@@ -8,6 +8,8 @@ Layout (every table in parquet and CSV)::
     devices.{parquet,csv}  one row per device
     tiers.{parquet,csv}    one row per tier
     rounds.{parquet,csv}   one row per (round, tier) of training
+    participation.{parquet,csv}  one row per (round, selected device) on the virtual
+                           clock: completed, late, dropped, straggled or cancelled
     leakage.{parquet,csv}  one row per (device or tier, attack, metric)
     checkpoints/edge_<tier>.pt, checkpoints/cloud.pt   state dicts (weights_only loadable)
     observations/<tier>.npy + observations/index.parquet   the cloud's observation log

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import yaml
 from simulator.data import DATASETS, make_splits
 from simulator.engine.coordinator import Transport
 from simulator.engine.workspace import ModelKit, Workspace
-from simulator.population import expand_population
+from simulator.population import Population, expand_population
 from simulator.records import RunRecorder, new_run_dir
 from simulator.scenario import Scenario, plugin_params
 from simulator.seeding import derive_seed, rng
@@ -35,13 +36,16 @@ def build_workspace(scenario: Scenario) -> Workspace:
     splits = make_splits(train, test, auxiliary=s.auxiliary, evaluation=s.evaluation,
                          seed=derive_seed(scenario.seed, "splits"))
     private, provider = _carve_provider(splits.private, s.provider, scenario.seed)
-    population = expand_population(scenario, private.y.numpy())
     index = private.index if private.index is not None else np.arange(len(private))
-    return Workspace(scenario, private.num_classes, dataset.normalization(),
-                     private.x.numpy(), private.y.numpy(), np.asarray(index),
-                     provider.x.numpy(), provider.y.numpy(), population,
-                     splits.auxiliary.x.numpy(), splits.auxiliary.y.numpy(),
-                     splits.evaluation.x.numpy(), splits.evaluation.y.numpy())
+    ws = Workspace(scenario, private.num_classes, dataset.normalization(),
+                   private.x.numpy(), private.y.numpy(), np.asarray(index),
+                   provider.x.numpy(), provider.y.numpy(), Population((), ()),
+                   splits.auxiliary.x.numpy(), splits.auxiliary.y.numpy(),
+                   splits.evaluation.x.numpy(), splits.evaluation.y.numpy())
+    # With `assignment` the budgets pick each device's rung: the rungs' costs need
+    # only the models and the image shape, not the devices.
+    costs = ModelKit(ws).rung_costs() if scenario.assignment is not None else None
+    return replace(ws, population=expand_population(scenario, ws.private_y, costs))
 
 
 def _carve_provider(private, share: float | int, seed: int):

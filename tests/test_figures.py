@@ -203,3 +203,54 @@ def test_plugin_specs_become_readable_legend_labels(tiers):
     fig = privacy_utility_frontier(frame, "ssim_rmle", group="axis")
     labels = fig.axes[0].get_legend_handles_labels()[1]
     assert "siftfunnel beta=0.4 gamma=0.1" in labels and "none" in labels
+
+
+def test_binned_trend_hand_case():
+    from analysis.figures import binned_trend
+    x = np.arange(20.0)
+    trend = binned_trend(x, 2 * x, bins=4)
+    assert trend["n"].tolist() == [5, 5, 5, 5]
+    assert trend["x"].tolist() == [2.0, 7.0, 12.0, 17.0]
+    assert trend["mean"].tolist() == [4.0, 14.0, 24.0, 34.0]
+    assert (trend["lo"] < trend["mean"]).all() and (trend["mean"] < trend["hi"]).all()
+    assert len(binned_trend(x, x, bins=8)) == 4          # at least 5 points per bin
+    assert binned_trend(np.ones(50), np.arange(50.0)).empty   # one budget: no trend
+    assert binned_trend(x[:9], x[:9]).empty               # too few for two bins
+
+
+def test_continuous_budgets_draw_clouds_with_a_binned_trend_per_rung():
+    rng = np.random.default_rng(1)
+    rows = [{"device_id": i, "tier": tier, "compute_gflops": g,
+             "ssim_worst_case": base + 0.05 * np.log10(g) + rng.normal(0, 0.02)}
+            for tier, base in (("funnel", 0.2), ("plain", 0.6))
+            for i, g in enumerate(10 ** rng.uniform(-1, 2, 400))]
+    devices = pd.DataFrame(rows)
+    fig = leakage_vs_budget(devices, budget="compute_gflops", bins=6)
+    ax = fig.axes[0]
+    assert [len(s.get_offsets()) for s in _of(fig, PathCollection)] == [400, 400]
+    assert not _of(fig, ErrorbarContainer)    # trends replace the tier means
+    trends = {ln.get_gid(): ln for ln in ax.get_lines()}
+    assert set(trends) == {"trend:funnel", "trend:plain"}
+    from analysis.figures import binned_trend
+    for tier in ("funnel", "plain"):
+        g = devices[devices["tier"] == tier]
+        expected = binned_trend(g["compute_gflops"], g["ssim_worst_case"], 6)
+        np.testing.assert_allclose(trends[f"trend:{tier}"].get_ydata(), expected["mean"])
+        assert np.all(np.diff(trends[f"trend:{tier}"].get_ydata()) > 0)  # rises
+    assert ax.get_xscale() == "log" and "GFLOP/s" in ax.get_xlabel()
+    assert "binned mean, 95% CI" in ax.get_legend_handles_labels()[1]
+
+
+def test_participation_bars_share_of_devices_per_rung():
+    from analysis.figures import participation_bars
+    devices = pd.DataFrame({"tier": ["a", "a", "a", "a", "b", "b", None],
+                            "rounds_completed": [0, 3, 3, 2, 1, 1, 0],
+                            "rounds_straggled": [3, 0, 0, 1, 0, 0, 0]})
+    fig = participation_bars(devices)
+    left, right = fig.axes
+    heights = [[p.get_height() for p in c] for c in left.containers]
+    assert heights == [[0.25, 0.0, 0.25, 0.5], [0.0, 1.0, 0.0, 0.0]]
+    assert [[p.get_height() for p in c] for c in right.containers][0] == \
+        [0.5, 0.25, 0.0, 0.25]
+    with pytest.raises(ValueError, match="rounds_completed"):
+        participation_bars(devices.drop(columns=["rounds_completed"]))

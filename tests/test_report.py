@@ -289,7 +289,7 @@ def test_compare_two_runs(tmp_path):
 
 @pytest.mark.parametrize("name", ["analysis", "analysis.figures", "analysis.rundir",
                                   "analysis.report", "analysis.compare",
-                                  "analysis.tables"])
+                                  "analysis.tables", "analysis.fleet"])
 def test_every_public_name_exists(name):
     import importlib
     module = importlib.import_module(name)
@@ -373,3 +373,55 @@ def test_a_tier_sending_only_zeros_is_flagged_as_collapsed(tmp_path):
     assert note.split(" sent all-zero features")[0] == "Collapsed training: high"
     html = write_report(run)[0].read_text()
     assert "Collapsed training: high" in html
+
+
+def write_fleet_run(path: Path) -> Path:
+    """A run whose rungs were assigned by budget: drawn hardware, participation
+    tallies, a device that fits no rung, and the per-round participation table."""
+    write_run(path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["scenario"]["assignment"] = {"rule": "largest_fit", "deadline_ms": 50.0,
+                                          "memory": True, "unfit": "drop"}
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    devices = pd.read_parquet(path / "devices.parquet")
+    n = len(devices)
+    devices = devices.assign(
+        compute_gflops=np.linspace(0.5, 50, n), rounds_selected=3,
+        rounds_completed=[0, 3, 3, 2, 3, 3, 1, 3][:n], rounds_dropped=0,
+        rounds_straggled=[3, 0, 0, 1, 0, 0, 2, 0][:n], rounds_cancelled=0,
+        busy_s=1.0, bytes_sent=1000, unable=False)
+    unable = devices.iloc[:1].assign(device_id=n, tier=None, node=None, accuracy=np.nan,
+                                     rounds_selected=0, rounds_completed=0,
+                                     rounds_straggled=0, busy_s=0.0, bytes_sent=0,
+                                     unable=True, macs=np.nan)
+    write_table(path, "devices", pd.concat([devices, unable], ignore_index=True))
+    rows = [{"round": r, "tier": t, "device_id": d, "status": "completed"}
+            for r in range(3) for t, d in zip(devices["tier"], devices["device_id"])]
+    write_table(path, "participation", pd.DataFrame(rows))
+    return path
+
+
+def test_report_shows_participation_and_stragglers_per_rung(tmp_path):
+    from analysis.fleet import UNABLE, participation_summary, stragglers
+    run = load_run(write_fleet_run(tmp_path / "fleet"))
+    assert run.participation is not None and len(run.participation) == 3 * 8
+    summary = participation_summary(run.devices, run.leakage).set_index("tier")
+    assert list(summary.index) == [*TIERS, UNABLE]
+    assert summary.loc["low", "never completed"] == 1
+    assert summary.loc["low", "straggled at least once"] == 2
+    assert summary.loc["high", "completed / device"] == pytest.approx(10 / 4)
+    assert summary.loc[UNABLE, "devices"] == 1
+    low = run.devices[run.devices["tier"] == "low"]
+    assert summary.loc["low", "SSIM worst_case"] == pytest.approx(
+        low["ssim_worst_case"].mean())
+    late = stragglers(run.devices, run.leakage)
+    assert late["device_id"].tolist() == [0, 6, 3]      # most straggled rounds first
+    html = write_report(run)[0].read_text()
+    for text in ("Participation and stragglers", "Devices that straggled most",
+                 "Rounds completed and straggled per device", UNABLE,
+                 "by budget: largest_fit (deadline 50.0 ms and memory); 1 devices fit "
+                 "no rung (dropped)", "against compute_gflops"):
+        assert text in html, text
+    assert "skipped" not in html
+    plain = write_report(write_run(tmp_path / "plain"))[0].read_text()
+    assert "Participation and stragglers" not in plain

@@ -6,19 +6,23 @@ convention (``/work/shared/reference/metrics.md``).
 """
 
 from analysis.figures._style import axis_label, figure_png, value_label
-from analysis.figures.budget import (default_leakage, information_vs_budget,
-                                     leakage_vs_budget, tier_leakage_vs_budget)
+from analysis.figures.budget import (binned_trend, default_leakage,
+                                     information_vs_budget, leakage_vs_budget,
+                                     tier_leakage_vs_budget)
 from analysis.figures.frontier import pareto_front, privacy_utility_frontier
 from analysis.figures.images import reconstruction_grid
+from analysis.figures.participation import participation_bars
 from analysis.figures.tiers import tier_bars, training_curves
 
 __all__ = [
     "axis_label",
+    "binned_trend",
     "default_leakage",
     "figure_png",
     "information_vs_budget",
     "leakage_vs_budget",
     "pareto_front",
+    "participation_bars",
     "privacy_utility_frontier",
     "reconstruction_grid",
     "tier_bars",

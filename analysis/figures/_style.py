@@ -56,6 +56,13 @@ _PLAIN = {
     "eval_acc_real": ("Evaluation classifier accuracy on real images", ""),
     "loss": ("Training loss (lower = better fit)", "mean over participating devices"),
     "train_loss": ("Training loss (lower = better fit)", "per device"),
+    "compute_gflops": ("Device compute budget, GFLOP/s", "the device's own hardware"),
+    "uplink_mbps": ("Device uplink, Mbit/s", "the device's own hardware"),
+    "memory_mb": ("Device memory for the edge model, MB", "the device's own hardware"),
+    "availability": ("Device availability", "probability to be reachable in a round"),
+    "busy_s": ("Virtual seconds busy training", "summed over the rounds"),
+    "rounds_completed": ("Rounds completed (accepted)", "per device"),
+    "rounds_straggled": ("Rounds straggled (past the deadline)", "per device"),
 }
 _STATS = ("_mean", "_lo", "_hi", "_pooled")
 

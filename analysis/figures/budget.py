@@ -10,8 +10,8 @@ from matplotlib.figure import Figure
 from analysis.figures._style import (axis_label, maybe_log_x, new_axes, resolve_column,
                                      tier_colours, value_label)
 
-__all__ = ["default_leakage", "information_vs_budget", "leakage_vs_budget",
-           "tier_leakage_vs_budget"]
+__all__ = ["binned_trend", "default_leakage", "information_vs_budget",
+           "leakage_vs_budget", "tier_leakage_vs_budget"]
 
 
 def default_leakage(frame: pd.DataFrame) -> str:
@@ -29,11 +29,16 @@ def default_leakage(frame: pd.DataFrame) -> str:
 
 
 def leakage_vs_budget(devices: pd.DataFrame, leakage: str | None = None,
-                      budget: str = "macs", ax: Axes | None = None) -> Figure:
-    """Per-device leakage against an edge budget, coloured by tier.
+                      budget: str = "macs", ax: Axes | None = None,
+                      bins: int = 8) -> Figure:
+    """Per-device leakage against an edge budget, coloured by tier (encoder rung).
 
-    One scatter per tier (every device), and per tier its mean with a 95% Student-t
-    interval over devices (error bar at the tier's mean budget).
+    One cloud of points per tier (every device). Where a tier's budgets are one value
+    (``macs`` of a tier's encoder), its mean with a 95% Student-t interval over devices
+    (error bar at the budget); where they vary from device to device (a fleet's drawn
+    ``compute_gflops``, ``latency_ms``, ``memory_mb``), a binned trend instead: the
+    mean per quantile bin of the budget with its 95% interval as a band
+    (:func:`binned_trend`).
 
     Parameters
     ----------
@@ -43,32 +48,83 @@ def leakage_vs_budget(devices: pd.DataFrame, leakage: str | None = None,
         Any numeric column, e.g. ``ssim_inverse_network`` or ``accuracy``; default the
         worst-case SSIM.
     budget : str
-        ``macs``, ``params``, ``bytes_per_sample``, ``latency_ms``, ...
+        ``macs``, ``params``, ``bytes_per_sample``, ``latency_ms``,
+        ``compute_gflops``, ...
+    bins : int
+        Most bins of a tier's trend (each holds at least 5 devices).
     """
     from analysis.metrics import mean_ci  # torch-backed: imported only when drawing
 
     y_col = resolve_column(devices, leakage or default_leakage(devices), "leakage")
     x_col = resolve_column(devices, budget, "budget")
     data = _finite_rows(devices, y_col, x_col, ("leakage", "budget"))
+    data = data[data["tier"].notna()]   # devices unable to serve belong to no rung
     fig, ax = new_axes(ax)
     tiers = list(dict.fromkeys(data["tier"].astype(str)))
     colours = tier_colours(tiers)
-    for i, tier in enumerate(tiers):
+    crowded = len(data) > 300   # thousands of devices: small, faint points
+    legend_for = {"mean": True, "trend": True}
+    for tier in tiers:
         g = data[data["tier"].astype(str) == tier]
         x, y = g[x_col].to_numpy(float), g[y_col].to_numpy(float)
-        ax.scatter(x, y, s=14, alpha=0.45, color=colours[tier], label=tier)
+        ax.scatter(x, y, s=5 if crowded else 14, alpha=0.25 if crowded else 0.45,
+                   color=colours[tier], label=tier, rasterized=crowded)
+        trend = binned_trend(x, y, bins)
+        if len(trend) >= 2:
+            ax.fill_between(trend["x"], trend["lo"], trend["hi"], color=colours[tier],
+                            alpha=0.15, lw=0)
+            ax.plot(trend["x"], trend["mean"], "-o", color=colours[tier], ms=4, lw=1.8,
+                    markeredgecolor="black", zorder=3, gid=f"trend:{tier}",
+                    label="binned mean, 95% CI" if legend_for.pop("trend", False)
+                    else "_nolegend_")
+            continue
         mean, lo, hi = mean_ci(y)
         err = np.nan_to_num([[mean - lo], [hi - mean]], nan=0.0)
         ax.errorbar([float(x.mean())], [mean], yerr=err, fmt="D", color=colours[tier],
                     markeredgecolor="black", capsize=4, ms=7, zorder=3,
-                    label="tier mean, 95% CI" if i == 0 else "_nolegend_")
+                    label="tier mean, 95% CI" if legend_for.pop("mean", False)
+                    else "_nolegend_")
     maybe_log_x(ax, data[x_col])
     ax.set_xlabel(axis_label(x_col))
     ax.set_ylabel(axis_label(y_col))
     ax.set_title(f"{y_col} vs {x_col}, per device")
-    ax.legend(title="tier", fontsize="small")
+    legend = ax.legend(title="tier", fontsize="small")
+    for handle in legend.legend_handles:   # faint points, legible legend
+        handle.set_alpha(1.0)
     ax.grid(alpha=0.3)
     return fig
+
+
+def binned_trend(x: np.ndarray, y: np.ndarray, bins: int = 8,
+                 min_per_bin: int = 5) -> pd.DataFrame:
+    """Mean of ``y`` per quantile bin of ``x``, with a 95% Student-t interval.
+
+    Bins hold about equally many points (at least ``min_per_bin``; ties in ``x``
+    stay in one bin). ``x`` of a bin is its median, so the trend reads the same on a
+    log axis. Empty (no rows) when ``x`` takes fewer than two distinct values or there
+    are too few points for two bins: a tier with one budget has no trend.
+
+    Returns
+    -------
+    DataFrame
+        ``x``, ``mean``, ``lo``, ``hi``, ``n``: one row per bin, in ``x`` order.
+    """
+    from analysis.metrics import mean_ci
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    columns = ["x", "mean", "lo", "hi", "n"]
+    count = min(int(bins), len(x) // max(1, int(min_per_bin)))
+    if count < 2 or len(np.unique(x)) < 2:
+        return pd.DataFrame(columns=columns)
+    edges = np.unique(np.quantile(x, np.linspace(0, 1, count + 1)))
+    which = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2)
+    rows = []
+    for b in np.unique(which):
+        inside = which == b
+        mean, lo, hi = mean_ci(y[inside])
+        rows.append([float(np.median(x[inside])), mean, lo, hi, int(inside.sum())])
+    out = pd.DataFrame(rows, columns=columns)
+    return out if len(out) >= 2 else pd.DataFrame(columns=columns)
 
 
 def information_vs_budget(tiers: pd.DataFrame, info: str = "mi_nats",

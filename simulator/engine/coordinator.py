@@ -9,7 +9,7 @@ overhead.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -22,12 +22,13 @@ from simulator.engine.device import InferJob, InferResult, TrainJob, TrainResult
 from simulator.engine.observations import TierObservations
 from simulator.engine.workspace import ModelKit, Workspace
 from simulator.faults import FaultPlan
-from simulator.latency import training_seconds
-from simulator.seeding import rng
+from simulator.fleet.clock import RoundPlan, next_round_start, plan_round
+from simulator.latency import training_bytes, training_seconds
 from strategies.federation import weighted_average
+from strategies.models import EdgeCost
 
-__all__ = ["Delivery", "Transport", "TrainState", "run_inference", "run_split_training",
-           "sample_round"]
+__all__ = ["Delivery", "Transport", "TrainState", "plan_rounds", "round_plans",
+           "run_inference", "run_split_training", "sample_round"]
 
 Progress = Callable[[str, int, int, str], None]
 R = TypeVar("R")
@@ -76,6 +77,8 @@ class TrainState:
     unhealthy_streak: dict[str, int] = field(default_factory=dict)
     rollbacks: dict[str, int] = field(default_factory=dict)
     collapses: list[dict[str, Any]] = field(default_factory=list)
+    clock_s: float = 0.0     # virtual time at which round ``next_round`` starts
+    plans: list[dict[str, Any]] = field(default_factory=list)  # RoundPlan.record + tier
 
     @classmethod
     def initial(cls, ws: Workspace, edge_states: dict, cloud_state: dict) -> TrainState:
@@ -84,23 +87,64 @@ class TrainState:
                    rounds_failed=dict.fromkeys(ids, 0), healthy_edges=dict(edge_states))
 
 
-def sample_round(ws: Workspace, rnd: int) -> dict[int, list[int]]:
-    """Devices training in round ``rnd``, grouped by node.
+def plan_rounds(ws: Workspace, costs: Mapping[str, EdgeCost] | None, rnd: int,
+                start_s: float = 0.0) -> dict[str, RoundPlan]:
+    """Round ``rnd`` of every tier on the virtual clock (:func:`plan_round`).
 
-    A device is reachable with its tier's availability probability; of the reachable
-    devices of a tier, ``ceil(fraction * tier size)`` are sampled (all if fewer).
+    Per tier: its devices' availabilities, their training seconds and bytes on their
+    own hardware, ``target = ceil(fraction x tier size)`` and ``training.timing``;
+    the selection stream is keyed by the tier. ``costs`` None counts no work (the
+    selection alone: with the default timing it does not depend on the work).
     """
-    sc, pop = ws.scenario, ws.population
+    sc, training = ws.scenario, ws.scenario.training
+    by_tier = ws.population.by_tier()
+    plans = {}
+    for tier in (t.name for t in sc.tiers if t.name in by_tier):
+        devices = by_tier[tier]
+        cost = None if costs is None else costs[tier]
+        plans[tier] = plan_round(
+            rnd, sc.seed, [d.device_id for d in devices],
+            [d.profile.availability for d in devices],
+            [0.0 if cost is None else training_seconds(cost, d.profile, training)
+             for d in devices],
+            [0 if cost is None else training_bytes(cost, training)] * len(devices),
+            math.ceil(training.fraction * len(devices)), training.timing,
+            start_s=start_s, group=tier)
+    return plans
+
+
+def sample_round(ws: Workspace, rnd: int,
+                 plans: Mapping[str, RoundPlan] | None = None) -> dict[int, list[int]]:
+    """Devices training in round ``rnd``, grouped by node: those ``plans`` accept.
+
+    Without ``plans``, the selection of :func:`plan_rounds` (a device is reachable
+    with its availability; of a tier's reachable devices ``ceil(fraction x tier
+    size)`` are sampled, all if fewer).
+    """
+    plans = plan_rounds(ws, None, rnd) if plans is None else plans
+    devices = ws.population.devices
     chosen: dict[int, list[int]] = {}
-    for tier, devices in pop.by_tier().items():
-        avail = [d for d in devices
-                 if rng(sc.seed, "availability", rnd, d.device_id).random()
-                 < d.profile.availability]
-        want = min(len(avail), math.ceil(sc.training.fraction * len(devices)))
-        picked = rng(sc.seed, "sample", rnd, tier).permutation(len(avail))[:want]
-        for i in sorted(picked):
-            chosen.setdefault(avail[i].node, []).append(avail[i].device_id)
+    for plan in plans.values():
+        for d in plan.accepted:
+            chosen.setdefault(devices[d].node, []).append(d)  # type: ignore[arg-type]
     return {n: sorted(ids) for n, ids in sorted(chosen.items())}
+
+
+def _plan_round(ws: Workspace, kit: ModelKit, state: TrainState,
+                rnd: int) -> dict[int, list[int]]:
+    """Plan round ``rnd`` at the state's virtual time, keep the plans in ``state``
+    (checkpointed with it) and move its clock to the next round's start."""
+    plans = plan_rounds(ws, kit.costs, rnd, state.clock_s)
+    state.plans.extend({"tier": tier, **plan.record()} for tier, plan in plans.items())
+    duration = max((p.duration_s for p in plans.values()), default=0.0)
+    state.clock_s = next_round_start(state.clock_s, duration,
+                                     ws.scenario.training.timing)
+    return sample_round(ws, rnd, plans)
+
+
+def round_plans(state: TrainState) -> list[tuple[str, RoundPlan]]:
+    """The state's participation plans, ``(tier, plan)`` in round order."""
+    return [(str(r["tier"]), RoundPlan.from_record(r)) for r in state.plans]
 
 
 def run_split_training(ws: Workspace, kit: ModelKit, transport: Transport,
@@ -121,7 +165,7 @@ def run_split_training(ws: Workspace, kit: ModelKit, transport: Transport,
     for tier, edge in state.edge_states.items():   # checkpoints from before the policy
         state.healthy_edges.setdefault(tier, edge)
     for rnd in range(state.next_round, rounds):
-        chosen = sample_round(ws, rnd)
+        chosen = _plan_round(ws, kit, state, rnd)
         started = dict(state.edge_states)
         for attempt in range(_CLOUD_RESTARTS + 1):
             transport.cloud.arm_crash(rnd, faults.cloud_exchange(rnd, attempt))

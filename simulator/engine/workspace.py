@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from simulator.fleet import RungCost
 from simulator.population import Population
 from simulator.scenario import Optimizer, Scenario, plugin_params
 from simulator.seeding import derive_seed
@@ -23,8 +24,8 @@ from strategies.defenses import DEFENSES, DefendedEdge, Defense
 from strategies.models import BACKBONES, CloudModel, EdgeCost, build_cloud, build_edge, \
     debias_batchnorm, edge_cost
 
-__all__ = ["EncoderChoice", "ModelKit", "Workspace", "make_optimizer", "state_of",
-           "weighted_edge_loss"]
+__all__ = ["EncoderChoice", "ModelKit", "Workspace", "make_optimizer",
+           "peak_activation_bytes", "state_of", "weighted_edge_loss"]
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,12 @@ class ModelKit:
     def costs(self) -> dict[str, EdgeCost]:
         return {t: edge_cost(self.edge(t), self.ws.image_shape) for t in self.tiers}
 
+    def rung_costs(self) -> dict[str, RungCost]:
+        """Each tier's cost as a rung of the ``assignment`` ladder: the edge cost with
+        its measured peak activation memory (what ``memory_mb`` must hold)."""
+        return {t: RungCost.of(self.costs[t], peak_activation_bytes(
+            self.edge(t), self.ws.image_shape)) for t in self.tiers}
+
     def deployed(self, tier: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """A trained edge state made ready to ship (BatchNorm statistics de-biased)."""
         edge = self.edge(tier)
@@ -128,6 +135,34 @@ class ModelKit:
             torch.manual_seed(derive_seed(seed, "init-cloud"))
             cloud = state_of(self.cloud())
         return edges, cloud
+
+
+def peak_activation_bytes(module: nn.Module, image_shape: tuple[int, ...]) -> int:
+    """Largest float32 input + output of any leaf layer on one sample, in eval mode.
+
+    What a device holds at once when it runs the layers one after another (weights
+    aside); a lower bound for branching models, never below the transmitted feature.
+    """
+    peak = [0]
+
+    def hook(_m: nn.Module, args: tuple, out: Any) -> None:
+        # views and in-place outputs share their input's memory: count storage once
+        tensors = {t.untyped_storage().data_ptr(): t.numel() * t.element_size()
+                   for t in (*args, out) if isinstance(t, torch.Tensor)}
+        peak[0] = max(peak[0], sum(tensors.values()))
+
+    leaves = [m for m in module.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    was_training = module.training
+    try:
+        module.eval()
+        with torch.no_grad():
+            out = module(torch.zeros((1, *image_shape)))
+    finally:
+        module.train(was_training)
+        for h in handles:
+            h.remove()
+    return max(peak[0], out.numel() * out.element_size())
 
 
 def state_of(module: nn.Module) -> dict[str, torch.Tensor]:

@@ -43,6 +43,7 @@ __all__ = ["DeviceRound", "RoundPlan", "availability_factor", "next_round_start"
 
 ACCEPTED = ("completed", "late")
 STRAGGLED = ("late", "straggled")
+_DEVICE_FIELDS = ("device_id", "status", "work_fraction", "busy_s", "bytes_sent")
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,22 @@ class RoundPlan:
         return [{"round": self.rnd, "device_id": d.device_id, "status": d.status,
                  "work_fraction": d.work_fraction, "busy_s": d.busy_s,
                  "bytes_sent": d.bytes_sent} for d in self.devices]
+
+    def record(self) -> dict[str, Any]:
+        """The plan as plain containers (a checkpoint loads it with ``weights_only``);
+        :meth:`from_record` rebuilds it exactly."""
+        return {"rnd": self.rnd, "start_s": self.start_s, "duration_s": self.duration_s,
+                "target": self.target, "available": list(self.available),
+                **{k: [getattr(d, k) for d in self.devices] for k in _DEVICE_FIELDS}}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> RoundPlan:
+        columns = zip(*(record[k] for k in _DEVICE_FIELDS), strict=True)
+        devices = tuple(DeviceRound(int(i), str(s), float(w), float(b), int(n))
+                        for i, s, w, b, n in columns)
+        return cls(int(record["rnd"]), float(record["start_s"]),
+                   float(record["duration_s"]), int(record["target"]),
+                   tuple(int(d) for d in record["available"]), devices)
 
 
 def availability_factor(t_s: float, time_of_day: TimeOfDay | None) -> float:

@@ -3,7 +3,8 @@
 ========  ==========================================  ==================================
 stage     reads                                       writes
 ========  ==========================================  ==================================
-train     the scenario (and its own round checkpoint)  stages/train/, rounds.parquet
+train     the scenario (and its own round checkpoint)  stages/train/, rounds.parquet,
+                                                      participation.parquet
 deploy    stages/train/checkpoint.pt                  checkpoints/ (deployed weights)
 infer     checkpoints/, stages/train/                 devices, tiers, observations/
 attack    checkpoints/, observations/                 stages/attack/<tier>/<attack>

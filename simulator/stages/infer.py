@@ -8,15 +8,20 @@ accuracy, edge cost, simulated latency, profile), ``tiers`` and ``observations/`
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from analysis.metrics import mean_ci
 from simulator.engine.collapse import tier_verdicts
-from simulator.engine.coordinator import Transport, TrainState, run_inference
+from simulator.engine.coordinator import (Transport, TrainState, round_plans,
+                                          run_inference)
 from simulator.engine.observations import merge_observations
+from simulator.engine.workspace import ModelKit
+from simulator.fleet import tally
 from simulator.latency import inference_latency
+from simulator.population import DeviceSpec
 from simulator.stages.context import RunContext
 from simulator.stages.train import training_observations
 
@@ -58,30 +63,59 @@ def _with_collapse(tiers: pd.DataFrame, state: TrainState) -> pd.DataFrame:
 
 def device_table(ctx: RunContext, accuracy: dict[int, dict[str, float]],
                  state: TrainState) -> pd.DataFrame:
-    """One row per device: identity, data, utility, edge cost and simulated latency."""
+    """One row per device: identity, data, utility, edge cost, simulated latency and
+    participation on the virtual clock (rounds selected, completed, dropped,
+    straggled, cancelled; busy seconds and bytes sent).
+
+    A device that fits no rung (``assignment`` with ``unfit: drop``) has no tier, is
+    ``unable`` and gets no cost, latency or accuracy; ``assignment`` says why.
+    """
     ws, kit = ctx.ws, ctx.kit
+    taken = {r.pop("device_id"): r for r in tally(
+        [plan for _, plan in round_plans(state)],
+        [d.device_id for d in ws.population.devices]).to_dict("records")}
     rows = []
     for d in ws.population.devices:
-        tier = kit.tiers[d.tier]
-        cost = kit.costs[d.tier]
         acc = accuracy.get(d.device_id, {"accuracy": np.nan, "correct": 0})
-        weights_mb = cost.params * 4 / 1e6
         rows.append({
             "device_id": d.device_id, "tier": d.tier, "node": d.node,
-            "encoder": tier.encoder.name, "defense": tier.defense.name,
+            **_tier_columns(kit, d),
             "n_train": len(d.train_idx), "n_test": len(d.test_idx),
             "rounds_trained": state.participation.get(d.device_id, 0),
             "rounds_failed": state.rounds_failed.get(d.device_id, 0),
+            **taken[d.device_id],
             "train_loss": state.device_loss.get(d.device_id, np.nan),
             "served": d.device_id in accuracy,
             "accuracy": acc["accuracy"], "correct": int(acc["correct"]),
-            "params": cost.params, "macs": cost.macs, "elements_per_sample": cost.elements,
-            "bytes_per_sample": cost.bytes, **inference_latency(cost, d.profile),
+            **_cost_columns(kit, d),
             "compute_gflops": d.profile.compute_gflops,
             "uplink_mbps": d.profile.uplink_mbps, "memory_mb": d.profile.memory_mb,
-            "availability": d.profile.availability, "weights_mb": weights_mb,
-            "fits_memory": weights_mb <= d.profile.memory_mb})
+            "availability": d.profile.availability, "profile_origin": d.profile.origin,
+            "unable": d.tier is None, "assignment": d.assignment})
     return pd.DataFrame(rows)
+
+
+def _tier_columns(kit: ModelKit, d: DeviceSpec) -> dict[str, Any]:
+    if d.tier is None:
+        return {"encoder": None, "defense": None}
+    tier = kit.tiers[d.tier]
+    return {"encoder": tier.encoder.name, "defense": tier.defense.name}
+
+
+_COSTS = ("params", "macs", "elements_per_sample", "bytes_per_sample", "compute_ms",
+          "uplink_ms", "latency_ms")
+
+
+def _cost_columns(kit: ModelKit, d: DeviceSpec) -> dict[str, Any]:
+    """Edge cost and simulated latency on the device's hardware (NaN without a tier)."""
+    if d.tier is None:
+        return {**dict.fromkeys(_COSTS, np.nan), "weights_mb": np.nan,
+                "fits_memory": False}
+    cost = kit.costs[d.tier]
+    weights_mb = cost.params * 4 / 1e6
+    return {"params": cost.params, "macs": cost.macs, "elements_per_sample": cost.elements,
+            "bytes_per_sample": cost.bytes, **inference_latency(cost, d.profile),
+            "weights_mb": weights_mb, "fits_memory": weights_mb <= d.profile.memory_mb}
 
 
 def tier_table(devices: pd.DataFrame) -> pd.DataFrame:

@@ -20,13 +20,15 @@ import torch
 
 from simulator.engine.centralized import train_centralized
 from simulator.engine.collapse import TrainingCollapsed
-from simulator.engine.coordinator import Transport, TrainState, run_split_training
+from simulator.engine.coordinator import (Transport, TrainState, round_plans,
+                                          run_split_training)
 from simulator.engine.observations import (TierObservations, load_chunk, merge_observations,
                                            save_chunk)
 from simulator.records import write_atomic
 from simulator.stages.context import RunContext
 
-__all__ = ["load_state", "run_centralized", "run_split", "training_observations"]
+__all__ = ["load_state", "participation_table", "run_centralized", "run_split",
+           "training_observations"]
 
 _COMPACT_AFTER = 8   # round files before they are merged into one (bounds the disk)
 
@@ -95,9 +97,37 @@ def run_centralized(ctx: RunContext, state: TrainState, extra: dict[str, Any]) -
 
 def _finish(ctx: RunContext, state: TrainState, seconds: float) -> None:
     ctx.recorder.table("rounds", pd.DataFrame(state.rounds))
+    ctx.recorder.table("participation", participation_table(state))
     lost = sum(state.rounds_failed.values())
     ctx.recorder.mark_stage("train", seconds, rounds=state.next_round,
                             device_rounds_lost=lost)
+
+
+_PARTICIPATION = ("round", "tier", "device_id", "status", "work_fraction", "busy_s",
+                  "bytes_sent", "round_start_s", "round_seconds", "target",
+                  "devices_available")
+
+
+def participation_table(state: TrainState) -> pd.DataFrame:
+    """One row per (round, selected device) on the virtual clock: its status
+    (completed, late, dropped, straggled, cancelled), work done, busy seconds and
+    bytes sent, with its tier's round (start, length, target, reachable devices).
+    Empty (with these columns) for centralized training."""
+    frames = [pd.DataFrame({
+        "round": plan.rnd, "tier": tier,
+        "device_id": pd.Series([d.device_id for d in plan.devices], dtype="int64"),
+        "status": [d.status for d in plan.devices],
+        "work_fraction": pd.Series([d.work_fraction for d in plan.devices], dtype=float),
+        "busy_s": pd.Series([d.busy_s for d in plan.devices], dtype=float),
+        "bytes_sent": pd.Series([d.bytes_sent for d in plan.devices], dtype="int64"),
+        "round_start_s": plan.start_s, "round_seconds": plan.duration_s,
+        "target": plan.target, "devices_available": len(plan.available)})
+        for tier, plan in round_plans(state)]
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype=object if c in ("tier", "status")
+                                          else float) for c in _PARTICIPATION})
+    return pd.concat(frames, ignore_index=True)[list(_PARTICIPATION)]
 
 
 # The observation log of training: one file per round end, merged every few rounds.
