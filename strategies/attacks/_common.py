@@ -243,6 +243,17 @@ def minibatches(indices: torch.Tensor, batch_size: int,
     return chunks
 
 
+def decode(decoder: nn.Module | None, z: torch.Tensor, feature_shape: Shape | None,
+           batch: int = 256) -> torch.Tensor:
+    """A fitted decoder's images in [0, 1] for features ``z``, on ``z``'s device."""
+    if decoder is None or feature_shape is None:
+        raise RuntimeError("call fit() before reconstruct()")
+    check_features(z, feature_shape, "z")
+    device = next(decoder.parameters()).device
+    decoder.eval()
+    return map_in_batches(decoder, z.to(device), batch).to(z.device)
+
+
 def frozen_copy(module: nn.Module) -> nn.Module:
     """A private eval-mode copy without gradients: the attacker never mutates (or
     accumulates gradients into) the module it was handed."""

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from strategies.attacks._common import (build_decoder, check_features, init_parameters,
+from strategies.attacks._common import (decode, build_decoder, check_features, init_parameters,
                                         map_in_batches, minibatches, split_indices)
 from strategies.attacks.base import ATTACKS, Attack, BlackBoxQuery, QueryFree
 from strategies.registry import PluginParams
@@ -94,12 +94,7 @@ class InverseNetwork(Attack):
 
     def reconstruct(self, z: torch.Tensor) -> torch.Tensor:
         """Decode ``z`` (N, C', H', W') to images in [0, 1], on ``z``'s device."""
-        if self._decoder is None or self._feature_shape is None:
-            raise RuntimeError("call fit() before reconstruct()")
-        check_features(z, self._feature_shape, "z")
-        device = next(self._decoder.parameters()).device
-        self._decoder.eval()
-        return map_in_batches(self._decoder, z.to(device), _EVAL_BATCH).to(z.device)
+        return decode(self._decoder, z, self._feature_shape, _EVAL_BATCH)
 
 
 def _held_out_mse(decoder: nn.Module, x: torch.Tensor, z: torch.Tensor) -> float:

@@ -12,7 +12,7 @@ from torch import nn
 from strategies.attacks._alignment import (bce_logits, build_discriminator,
                                            flip_labels, num_classes,
                                            observed_features, sample_rows)
-from strategies.attacks._common import (build_decoder, build_shadow_edge,
+from strategies.attacks._common import (decode, build_decoder, build_shadow_edge,
                                         check_features, frozen_copy, init_parameters,
                                         map_in_batches, minibatches)
 from strategies.attacks.base import ATTACKS, Attack, QueryFree
@@ -165,9 +165,4 @@ class SDAR(Attack):
 
     def reconstruct(self, z: torch.Tensor) -> torch.Tensor:
         """Decode ``z`` (N, C', H', W') to images in [0, 1], on ``z``'s device."""
-        if self._decoder is None or self._feature_shape is None:
-            raise RuntimeError("call fit() before reconstruct()")
-        check_features(z, self._feature_shape, "z")
-        device = next(self._decoder.parameters()).device
-        self._decoder.eval()
-        return map_in_batches(self._decoder, z.to(device), _EVAL_BATCH).to(z.device)
+        return decode(self._decoder, z, self._feature_shape, _EVAL_BATCH)
