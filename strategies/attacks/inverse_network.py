@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from strategies.attacks._common import (decode, build_decoder, check_features, init_parameters,
-                                        map_in_batches, minibatches, split_indices)
+from strategies.attacks._common import (build_decoder, check_features, decode,
+                                        init_parameters, map_in_batches, minibatches,
+                                        split_indices)
 from strategies.attacks.base import ATTACKS, Attack, BlackBoxQuery, QueryFree
 from strategies.registry import PluginParams
 

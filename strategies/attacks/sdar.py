@@ -12,9 +12,8 @@ from torch import nn
 from strategies.attacks._alignment import (bce_logits, build_discriminator,
                                            flip_labels, num_classes,
                                            observed_features, sample_rows)
-from strategies.attacks._common import (decode, build_decoder, build_shadow_edge,
-                                        check_features, frozen_copy, init_parameters,
-                                        map_in_batches, minibatches)
+from strategies.attacks._common import (build_decoder, build_shadow_edge, decode,
+                                        frozen_copy, init_parameters, minibatches)
 from strategies.attacks.base import ATTACKS, Attack, QueryFree
 from strategies.registry import PluginParams
 
