@@ -76,9 +76,11 @@ def _tree_pss_bytes(root: int) -> int:
     return total
 
 
-def _measure(scenario: str, mode: str, overrides: list[str], out: Path) -> dict:
+def _measure(scenario: str, mode: str, overrides: list[str], out: Path,
+             threads: int | None = None) -> dict:
     """Run one mode in a child process; poll its process tree's memory meanwhile."""
     cmd = [sys.executable, __file__, "--child", mode, scenario, "--out", str(out)]
+    cmd += [] if threads is None else ["--threads", str(threads)]
     for item in overrides:
         cmd += ["--set", item]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL,
@@ -116,8 +118,12 @@ def _measure(scenario: str, mode: str, overrides: list[str], out: Path) -> dict:
             .groupby(tier).sum()}
 
 
-def _child(mode: str, scenario: str, out: str, overrides: list[str]) -> None:
+def _child(mode: str, scenario: str, out: str, overrides: list[str],
+           threads: int | None) -> None:
     sys.path.insert(0, str(REPO))
+    if threads is not None:
+        import torch
+        torch.set_num_threads(threads)
     from simulator.engine.local import run_locally
     from simulator.loading import load_scenario
     from simulator.run import run_scenario
@@ -184,13 +190,17 @@ def _efficiency(row: dict, reference: dict, phase: str) -> float:
     return ideal / row[f"{phase}_s"]
 
 
-def scaling(scenario: str, sizes: list[int], engine: str, overrides: list[str]) -> None:
-    """The scaling table (see the module docstring)."""
+def scaling(scenario: str, sizes: list[int], engine: str, overrides: list[str],
+            threads: int) -> None:
+    """The scaling table (see the module docstring); the reference and the bare runs
+    use ``threads`` torch threads each (two spin-waiting OpenMP threads on a busy
+    machine make tiny operations take milliseconds)."""
     with tempfile.TemporaryDirectory() as tmp:
         ref_file = Path(tmp) / "reference.json"
         subprocess.run([sys.executable, __file__, "--child", "reference", scenario,
-                        "--out", str(ref_file), *sum((["--set", o] for o in overrides),
-                                                     [])], cwd=REPO, check=True)
+                        "--out", str(ref_file), "--threads", str(threads),
+                        *sum((["--set", o] for o in overrides), [])],
+                       cwd=REPO, check=True)
         reference = json.loads(ref_file.read_text())
         print(f"reference, {reference['threads']} torch threads (samples/s at the "
               "best batch): " + "; ".join(
@@ -203,7 +213,7 @@ def scaling(scenario: str, sizes: list[int], engine: str, overrides: list[str]) 
         rows: list[dict] = []
         for n in sizes:
             row = _measure(scenario, engine, [*overrides, f"devices={n}"],
-                           Path(tmp) / f"n{n}")
+                           Path(tmp) / f"n{n}", threads if engine == "bare" else None)
             per = row["train_s"] / max(1, row["device_rounds"])
             extra = (row["peak_gb"] - rows[-1]["peak_gb"]) * 1e3 / (n - rows[-1]["n"]) \
                 if rows else float("nan")
@@ -227,16 +237,18 @@ def main() -> None:
                         help="one fleet scenario at --devices sizes (see above)")
     parser.add_argument("--devices", type=int, nargs="+", default=[1000, 3000, 10000])
     parser.add_argument("--engine", choices=["bare", "flower"], default="bare")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads per process (--scaling: default 1)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        _child(args.child, args.scenarios[0], args.out, args.set)
+        _child(args.child, args.scenarios[0], args.out, args.set, args.threads)
         return
     if args.scaling:
         scenario = args.scenarios[0] if args.scenarios != DEFAULT else \
             "scenarios/fleet_10k.yaml"
-        scaling(scenario, args.devices, args.engine, args.set)
+        scaling(scenario, args.devices, args.engine, args.set, args.threads or 1)
         return
     print(f"{'scenario':<14}{'devices':>8}{'nodes':>6}{'bare s':>9}{'flower s':>10}"
           f"{'ratio':>7}{'bare GB':>9}{'flower GB':>10}{'bare acc':>9}{'flower acc':>11}")
