@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from analysis.metrics import (bias_corrected_dcor2, distance_correlation,
                               pearson_redundancy, u_distance_correlation_sqr)
 from strategies.defenses import DEFENSES, DefendedEdge, Defense
-from strategies.defenses._common import PROXY_KEY, smooth_labels
+from strategies.defenses._common import PROXY_KEY, pearson_loss, smooth_labels
 from strategies.defenses.siftfunnel import EncoderChoice
 from strategies.models import BACKBONES, CBAM, SE, CloudModel, build_edge
 
@@ -386,3 +386,43 @@ def test_dcor_estimator_loss_is_differentiable(name: str, estimator: str) -> Non
 def test_dcor_estimator_validation(name: str, bad: object) -> None:
     with pytest.raises(ValidationError, match="dcor_estimator"):
         DEFENSES.create(name, {"dcor_estimator": bad})
+
+
+# -- Pearson estimator option (SiftFunnel) ---------------------------------------------
+def test_adjusted_pearson_is_unbiased_and_does_not_reward_dead_channels() -> None:
+    # Independent channels on a 4 x 4 map: plain r^2 sits at its noise floor
+    # 1/(H*W - 1) = 1/15; the adjusted estimate averages to 0 before clamping.
+    z = torch.rand(400, 6, 4, 4, generator=gen(0))
+    assert pearson_loss(z, "plain").item() == pytest.approx(1 / 15, rel=0.1)
+    m, r2 = 16, pearson_loss(z, "plain").item()
+    assert ((m - 1) * r2 - 1) / (m - 2) == pytest.approx(0.0, abs=0.01)
+    # Copied channels are fully redundant for both.
+    copies = torch.rand(8, 1, 4, 4, generator=gen(1)).expand(8, 4, 4, 4)
+    assert pearson_loss(copies, "plain").item() == pytest.approx(1.0, abs=1e-5)
+    assert pearson_loss(copies, "adjusted").item() == pytest.approx(1.0, abs=1e-5)
+    # Plain r^2 drops far below the noise floor when channels die (r = 0 by
+    # convention); the adjusted term has no gradient on noise-level or dead pairs.
+    dead = z.clone()
+    dead[:, 3:] = 0
+    assert pearson_loss(dead, "plain").item() < 0.3 * pearson_loss(z, "plain").item()
+    noisy = z[:16].clone().requires_grad_(True)
+    loss = pearson_loss(noisy, "adjusted")
+    loss.backward()
+    assert torch.isfinite(noisy.grad).all() and noisy.grad.abs().sum() > 0
+    const = torch.zeros(4, 3, 4, 4, requires_grad=True)
+    pearson_loss(const, "adjusted").backward()
+    assert const.grad.abs().sum() == 0
+
+
+def test_pearson_estimator_option_and_validation() -> None:
+    x, _ = make_data(8, 1)
+    z = torch.randn(8, 4, 4, 4, generator=gen(2))
+    only = {"dcor": False, "l1_term": False}
+    for estimator in ("plain", "adjusted"):
+        defense = DEFENSES.create("siftfunnel", {**only, "pearson_estimator": estimator})
+        torch.testing.assert_close(defense.edge_loss(x, z, None),
+                                   2.0 * pearson_loss(z, estimator))
+    with pytest.raises(ValidationError, match="pearson_estimator"):
+        DEFENSES.create("siftfunnel", {"pearson_estimator": "unbiased"})
+    with pytest.raises(ValueError, match="positions"):
+        pearson_loss(torch.rand(4, 3, 1, 2), "adjusted")

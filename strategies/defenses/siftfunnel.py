@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, Field
 
-from analysis.metrics import pearson_redundancy
-from strategies.defenses._common import DcorEstimator, dcor_loss, smoothed_kl
+from strategies.defenses._common import (DcorEstimator, PearsonEstimator, dcor_loss,
+                                        pearson_loss, smoothed_kl)
 from strategies.defenses.base import DEFENSES, AdapterKind, DefendedEdge, Defense
 from strategies.registry import PluginParams
 
@@ -62,6 +62,9 @@ class SiftFunnel(Defense):
             "v", description="dCor^2 estimator of the dcor term: 'v' (V-statistic, "
             "the reference code's) or 'u' (U-centred, clamped at 0; batches >= 4)")
         pearson: bool = Field(True, description="inter-channel Pearson term")
+        pearson_estimator: PearsonEstimator = Field(
+            "plain", description="r^2 estimator of the Pearson term: 'plain' (the "
+            "reference code's) or 'adjusted' (bias-corrected, clamped at 0 per pair)")
         l1_term: bool = Field(True, description="L1 sparsity term")
         label_smoothing: bool = Field(True, description="smoothed-KL task loss")
         up: bool = Field(True, description="cloud Up adapter (off: linear 1x1)")
@@ -96,7 +99,7 @@ class SiftFunnel(Defense):
         if p.dcor and p.beta > 0:
             terms.append(p.beta * dcor_loss(x, z, p.dcor_estimator))
         if p.pearson and p.gamma > 0:
-            terms.append(p.gamma * pearson_redundancy(z))
+            terms.append(p.gamma * pearson_loss(z, p.pearson_estimator))
         if p.l1_term and p.l1 > 0:
             terms.append(p.l1 * z.abs().mean())
         return torch.stack(terms).sum() if terms else None
