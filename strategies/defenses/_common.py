@@ -63,11 +63,16 @@ def dcor_loss(x: torch.Tensor, z: torch.Tensor,
 
     ``"v"``: :func:`analysis.metrics.distance_correlation` (biased towards 1 for
     high-dimensional batches, N >= 2). ``"u"``: the bias-corrected
-    :func:`analysis.metrics.u_distance_correlation_sqr` clamped at 0 (N >= 4).
+    :func:`analysis.metrics.u_distance_correlation_sqr` clamped at 0; 0 (without
+    gradient) for batches of fewer than 4 samples, which it cannot estimate from.
     """
     if estimator == "v":
         return distance_correlation(x, z)
     if estimator == "u":
+        if x.shape[0] < 4:
+            # U-centring needs 4 samples; a device batch of 2-3 carries no usable
+            # estimate (the V-statistic is ~1 there whatever z is): no term, no gradient.
+            return (z * 0.0).sum()
         # The U-statistic dips below 0 only by sampling noise around independence (the
         # population dCor^2 is >= 0); pushing it further down would fit that noise,
         # not remove dependence, so the term stops at 0 (no gradient below).
@@ -91,7 +96,8 @@ def pearson_loss(z: torch.Tensor, estimator: PearsonEstimator,
     floor is a constant channel, which counts as r = 0: the term rewards dead channels.
     ``"adjusted"``: per pair ``((m - 1) r^2 - 1) / (m - 2)`` (the adjusted r^2, unbiased
     0 under independence), clamped at 0 before the mean, so pairs already at noise
-    level, and constant channels, get no gradient. Needs ``m >= 3``.
+    level, and constant channels, get no gradient. With ``m < 3`` positions r is +-1
+    or undefined whatever the features are; the adjusted term is 0 there.
     """
     if estimator == "plain":
         return pearson_redundancy(z, eps)
@@ -102,11 +108,8 @@ def pearson_loss(z: torch.Tensor, estimator: PearsonEstimator,
     n, c = z.shape[:2]
     v = z.reshape(n, c, -1)
     m = v.shape[2]
-    if m < 3:
-        raise ValueError(f"the adjusted Pearson term needs >= 3 positions per channel, "
-                         f"got H*W = {m}")
-    if c == 1:
-        return z.new_zeros(())
+    if c == 1 or m < 3:
+        return (z * 0.0).sum()
     v = v - v.mean(dim=2, keepdim=True)
     v = v / torch.sqrt(v.pow(2).sum(dim=2, keepdim=True) + eps)
     r2 = (v @ v.transpose(1, 2)).pow(2)
