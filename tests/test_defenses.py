@@ -353,9 +353,10 @@ def _dcor_only(name: str, estimator: str) -> Defense:
                                           "l1_term": False, "dcor_estimator": estimator})
 
 
-def test_siftfunnel_defaults_to_the_bias_corrected_estimators() -> None:
+def test_dcor_defenses_default_to_the_bias_corrected_estimators() -> None:
     params = DEFENSES.get("siftfunnel").Params()
     assert (params.dcor_estimator, params.pearson_estimator) == ("u", "adjusted")
+    assert DEFENSES.get("nopeek").Params().dcor_estimator == "u"
 
 
 @pytest.mark.parametrize("name", ["siftfunnel", "nopeek"])
