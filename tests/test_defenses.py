@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 
 from analysis.metrics import (bias_corrected_dcor2, distance_correlation,
-                              pearson_redundancy, u_distance_correlation_sqr)
+                              u_distance_correlation_sqr)
 from strategies.defenses import DEFENSES, DefendedEdge, Defense
-from strategies.defenses._common import PROXY_KEY, smooth_labels
+from strategies.defenses._common import PROXY_KEY, pearson_loss, smooth_labels
 from strategies.defenses.cem import cluster_entropy_bound, kmeans
 from strategies.defenses.siftfunnel import EncoderChoice
 from strategies.models import BACKBONES, CBAM, SE, CloudModel, build_edge
@@ -298,9 +298,11 @@ def test_siftfunnel_switches_remove_their_terms() -> None:
     off = {"dcor": False, "pearson": False, "l1_term": False}
     create = DEFENSES.create
     assert create("siftfunnel", off).edge_loss(x, z, None) is None
-    cases = [("dcor", 2.0 * distance_correlation(x, z)),
-             ("pearson", 2.0 * pearson_redundancy(z)),
+    z = z + 2.0 * x[..., ::2, ::2]  # some dependence: U-dCor^2 above its clamp
+    cases = [("dcor", 2.0 * u_distance_correlation_sqr(x, z)),
+             ("pearson", 2.0 * pearson_loss(z, "adjusted")),
              ("l1_term", 0.03 * z.abs().mean())]
+    assert all(float(e) > 0 for _, e in cases)
     for switch, expected in cases:
         only = create("siftfunnel", {**off, switch: True}).edge_loss(x, z, None)
         torch.testing.assert_close(only, expected)
@@ -339,7 +341,7 @@ def test_siftfunnel_lowers_dcor_compared_with_none() -> None:
         with torch.no_grad():
             z = defense.transform(edge(x_test), training=False, generator=gen(0))
         values[key] = bias_corrected_dcor2(x_test, z)
-    # measured: none 0.99, siftfunnel 0.11, siftfunnel without its dCor term 0.99
+    # measured: none 0.99, siftfunnel 0.07 (V, plain Pearson: 0.11), without dCor 0.99
     assert values["sift"] < values["none"] - 0.3, values
     assert values["sift"] < values["sift_no_dcor"] - 0.3, values
 
@@ -352,9 +354,14 @@ def _dcor_only(name: str, estimator: str) -> Defense:
                                           "l1_term": False, "dcor_estimator": estimator})
 
 
+def test_dcor_defenses_default_to_the_bias_corrected_estimators() -> None:
+    params = DEFENSES.get("siftfunnel").Params()
+    assert (params.dcor_estimator, params.pearson_estimator) == ("u", "adjusted")
+    assert DEFENSES.get("nopeek").Params().dcor_estimator == "u"
+
+
 @pytest.mark.parametrize("name", ["siftfunnel", "nopeek"])
 def test_dcor_estimator_option_changes_the_loss(name: str) -> None:
-    assert DEFENSES.get(name).Params().dcor_estimator == "v"
     x, _ = make_data(16, 1)
     z = torch.tanh(x.flatten(1) @ torch.randn(256, 32, generator=gen(2)))
     v = _dcor_only(name, "v").edge_loss(x, z, None)
@@ -380,6 +387,16 @@ def test_dcor_estimator_loss_is_differentiable(name: str, estimator: str) -> Non
     grads = edge_grads(edge)
     assert grads and all(torch.isfinite(g).all() for g in grads.values())
     assert any(g.abs().sum() > 0 for g in grads.values())
+
+
+@pytest.mark.parametrize("name", ["siftfunnel", "nopeek"])
+def test_u_dcor_term_is_zero_below_four_samples(name: str) -> None:
+    x, _ = make_data(3, 1)
+    z = torch.randn(3, 4, 4, 4, requires_grad=True)
+    loss = _dcor_only(name, "u").edge_loss(x, z, None)
+    loss.backward()
+    assert loss.item() == 0.0 and z.grad.abs().sum() == 0
+    assert float(_dcor_only(name, "v").edge_loss(x, z.detach(), None)) > 0
 
 
 @pytest.mark.parametrize("name", ["siftfunnel", "nopeek"])
@@ -467,3 +484,44 @@ def test_cem_raises_a_decoders_error_and_keeps_accuracy() -> None:
     # build seeds 2 and 3 the MSE grew x3.7 and x5.3 and the accuracy moved by <= 0.08
     assert cem_mse > 2.5 * plain_mse, (plain_mse, cem_mse)
     assert cem_acc > plain_acc - 0.15 and cem_acc > 0.45, (plain_acc, cem_acc)
+
+
+# -- Pearson estimator option (SiftFunnel) ---------------------------------------------
+def test_adjusted_pearson_is_unbiased_and_does_not_reward_dead_channels() -> None:
+    # Independent channels on a 4 x 4 map: plain r^2 sits at its noise floor
+    # 1/(H*W - 1) = 1/15; the adjusted estimate averages to 0 before clamping.
+    z = torch.rand(400, 6, 4, 4, generator=gen(0))
+    assert pearson_loss(z, "plain").item() == pytest.approx(1 / 15, rel=0.1)
+    m, r2 = 16, pearson_loss(z, "plain").item()
+    assert ((m - 1) * r2 - 1) / (m - 2) == pytest.approx(0.0, abs=0.01)
+    # Copied channels are fully redundant for both.
+    copies = torch.rand(8, 1, 4, 4, generator=gen(1)).expand(8, 4, 4, 4)
+    assert pearson_loss(copies, "plain").item() == pytest.approx(1.0, abs=1e-5)
+    assert pearson_loss(copies, "adjusted").item() == pytest.approx(1.0, abs=1e-5)
+    # Plain r^2 drops far below the noise floor when channels die (r = 0 by
+    # convention); the adjusted term has no gradient on noise-level or dead pairs.
+    dead = z.clone()
+    dead[:, 3:] = 0
+    assert pearson_loss(dead, "plain").item() < 0.3 * pearson_loss(z, "plain").item()
+    noisy = z[:16].clone().requires_grad_(True)
+    loss = pearson_loss(noisy, "adjusted")
+    loss.backward()
+    assert torch.isfinite(noisy.grad).all() and noisy.grad.abs().sum() > 0
+    const = torch.zeros(4, 3, 4, 4, requires_grad=True)
+    pearson_loss(const, "adjusted").backward()
+    assert const.grad.abs().sum() == 0
+
+
+def test_pearson_estimator_option_and_validation() -> None:
+    x, _ = make_data(8, 1)
+    z = torch.randn(8, 4, 4, 4, generator=gen(2))
+    only = {"dcor": False, "l1_term": False}
+    for estimator in ("plain", "adjusted"):
+        defense = DEFENSES.create("siftfunnel",
+                                  {**only, "pearson_estimator": estimator})
+        torch.testing.assert_close(defense.edge_loss(x, z, None),
+                                   2.0 * pearson_loss(z, estimator))
+    with pytest.raises(ValidationError, match="pearson_estimator"):
+        DEFENSES.create("siftfunnel", {"pearson_estimator": "unbiased"})
+    tiny = torch.rand(4, 3, 1, 2, requires_grad=True)  # r = +-1 on 2 positions
+    assert pearson_loss(tiny, "adjusted").item() == 0.0

@@ -13,14 +13,15 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from analysis.metrics import distance_correlation, u_distance_correlation_sqr
+from analysis.metrics import (distance_correlation, pearson_redundancy,
+                              u_distance_correlation_sqr)
 from strategies.registry import PluginParams
 
 __all__ = [
-    "PROXY_KEY", "DcorEstimator", "ProxyDecoder", "ProxyParams", "adversarial_term",
-    "attach_scale", "attached_scale", "build_proxy", "dcor_loss", "gaussian_like",
-    "image_channels", "laplace_like", "proxy_error", "proxy_step", "smooth_labels",
-    "smoothed_kl",
+    "PROXY_KEY", "DcorEstimator", "PearsonEstimator", "ProxyDecoder", "ProxyParams",
+    "adversarial_term", "attach_scale", "attached_scale", "build_proxy", "dcor_loss",
+    "gaussian_like", "image_channels", "laplace_like", "pearson_loss", "proxy_error",
+    "proxy_step", "smooth_labels", "smoothed_kl",
 ]
 
 _SCALE_ATTR = "_defense_noise_scale"
@@ -62,16 +63,59 @@ def dcor_loss(x: torch.Tensor, z: torch.Tensor,
 
     ``"v"``: :func:`analysis.metrics.distance_correlation` (biased towards 1 for
     high-dimensional batches, N >= 2). ``"u"``: the bias-corrected
-    :func:`analysis.metrics.u_distance_correlation_sqr` clamped at 0 (N >= 4).
+    :func:`analysis.metrics.u_distance_correlation_sqr` clamped at 0; 0 (without
+    gradient) for batches of fewer than 4 samples, which it cannot estimate from.
     """
     if estimator == "v":
         return distance_correlation(x, z)
     if estimator == "u":
+        if x.shape[0] < 4:
+            # U-centring needs 4 samples; a device batch of 2-3 carries no usable
+            # estimate (the V-statistic is ~1 there whatever z is): no term, no gradient.
+            return (z * 0.0).sum()
         # The U-statistic dips below 0 only by sampling noise around independence (the
         # population dCor^2 is >= 0); pushing it further down would fit that noise,
         # not remove dependence, so the term stops at 0 (no gradient below).
         return u_distance_correlation_sqr(x, z).clamp_min(0.0)
     raise ValueError(f"estimator must be 'v' or 'u', got {estimator!r}")
+
+
+# -- inter-channel Pearson loss -------------------------------------------------------
+PearsonEstimator = Literal["plain", "adjusted"]
+"""Squared-correlation estimator of a Pearson term: ``"plain"`` r^2, ``"adjusted"``
+the bias-corrected r^2 (zero under independence), clamped at 0 per channel pair."""
+
+
+def pearson_loss(z: torch.Tensor, estimator: PearsonEstimator,
+                 eps: float = 1e-8) -> torch.Tensor:
+    """Mean squared inter-channel correlation of ``z`` (N, C, H, W), per sample.
+
+    ``"plain"``: :func:`analysis.metrics.pearson_redundancy` (off-diagonal r^2). Over
+    ``m = H*W`` positions, two *independent* channels still have ``E[r^2] = 1/(m - 1)``
+    (1/15 on a 4 x 4 map, 1/255 on the paper's 16 x 16), and the only way below that
+    floor is a constant channel, which counts as r = 0: the term rewards dead channels.
+    ``"adjusted"``: per pair ``((m - 1) r^2 - 1) / (m - 2)`` (the adjusted r^2, unbiased
+    0 under independence), clamped at 0 before the mean, so pairs already at noise
+    level, and constant channels, get no gradient. With ``m < 3`` positions r is +-1
+    or undefined whatever the features are; the adjusted term is 0 there.
+    """
+    if estimator == "plain":
+        return pearson_redundancy(z, eps)
+    if estimator != "adjusted":
+        raise ValueError(f"estimator must be 'plain' or 'adjusted', got {estimator!r}")
+    if z.ndim < 3:
+        raise ValueError(f"z must have shape (N, C, H, W), got {tuple(z.shape)}")
+    n, c = z.shape[:2]
+    v = z.reshape(n, c, -1)
+    m = v.shape[2]
+    if c == 1 or m < 3:
+        return (z * 0.0).sum()
+    v = v - v.mean(dim=2, keepdim=True)
+    v = v / torch.sqrt(v.pow(2).sum(dim=2, keepdim=True) + eps)
+    r2 = (v @ v.transpose(1, 2)).pow(2)
+    adjusted = ((m - 1) * r2 - 1.0) / (m - 2)
+    off = ~torch.eye(c, dtype=torch.bool, device=z.device)
+    return adjusted.clamp_min(0.0)[:, off].mean()
 
 
 # -- noise -----------------------------------------------------------------------------
