@@ -178,3 +178,19 @@ def test_validate_says_tiers_are_assigned_by_budget(ladder_raw, tmp_path, capsys
     assert main(["validate", str(path)]) == 0
     assert "valid (24 devices; assigned by budget; training split" in \
         capsys.readouterr().out
+
+
+def test_tier_table_follows_the_ladder_not_the_device_order():
+    from simulator.stages.infer import tier_table
+    devices = pd.DataFrame({
+        "device_id": [0, 1, 2], "tier": ["large", "small", "large"],
+        "served": True, "accuracy": [0.9, 0.5, 0.7], "correct": [9, 5, 7],
+        "n_test": 10, "encoder": ["plain", "funnel", "plain"], "defense": "none",
+        "params": [100, 10, 100], "macs": [1000, 50, 1000], "elements_per_sample": 4,
+        "bytes_per_sample": 16, "latency_ms": [1.0, 2.0, 3.0]})
+    table = tier_table(devices, ["small", "large"])
+    assert table["tier"].tolist() == ["small", "large"]
+    assert table.set_index("tier").loc["large", "accuracy_pooled"] == pytest.approx(0.8)
+    assert tier_table(devices)["tier"].tolist() == ["large", "small"]
+    assert tier_table(devices, ["tiny", "small", "large"])["tier"].tolist() == \
+        ["small", "large"]

@@ -39,7 +39,8 @@ def infer(ctx: RunContext, transport: Transport, state: TrainState,
     ctx.recorder.record_failures(failures)
     devices = device_table(ctx, accuracy, state)
     ctx.recorder.table("devices", devices)
-    ctx.recorder.table("tiers", _with_collapse(tier_table(devices), state))
+    order = [t.name for t in ctx.ws.scenario.tiers]
+    ctx.recorder.table("tiers", _with_collapse(tier_table(devices, order), state))
     chunks = training_observations(ctx, state.next_round) \
         if ctx.ws.scenario.training.mode == "split" else []
     log = merge_observations([*chunks, transport.cloud.drain()],
@@ -118,10 +119,17 @@ def _cost_columns(kit: ModelKit, d: DeviceSpec) -> dict[str, Any]:
             "weights_mb": weights_mb, "fits_memory": weights_mb <= d.profile.memory_mb}
 
 
-def tier_table(devices: pd.DataFrame) -> pd.DataFrame:
-    """One row per tier: device-accuracy mean with a 95% interval, costs, latency."""
+def tier_table(devices: pd.DataFrame, order: list[str] | None = None) -> pd.DataFrame:
+    """One row per tier: device-accuracy mean with a 95% interval, costs, latency.
+
+    Rows follow ``order`` (the scenario's tiers: an ``assignment`` ladder's rungs
+    smallest first), else the devices' order; tiers without devices are left out.
+    """
+    groups = dict(list(devices.groupby("tier", sort=False)))
+    names = [t for t in order if t in groups] if order else list(groups)
     rows = []
-    for tier, g in devices.groupby("tier", sort=False):
+    for tier in names:
+        g = groups[tier]
         served = g[g["served"]]
         mean, lo, hi = mean_ci(served["accuracy"].to_numpy())
         rows.append({"tier": tier, "devices": len(g), "encoder": g["encoder"].iloc[0],
