@@ -126,3 +126,17 @@ def test_errors_name_the_numbers_and_the_fix(kwargs: dict, words: list[str]) -> 
         partition(**args)
     for word in words:
         assert word in str(info.value)
+
+
+@pytest.mark.parametrize(("n", "devices"), [(100, 7), (60, 60), (1000, 3), (37, 5)])
+def test_iid_follows_flowers_iid_partitioner(n: int, devices: int) -> None:
+    datasets = pytest.importorskip("datasets")
+    from flwr_datasets.partitioner import IidPartitioner
+
+    from simulator.data.partition import _iid
+    perm = np.random.default_rng(3).permutation(n)
+    flower = IidPartitioner(num_partitions=devices)
+    flower.dataset = datasets.Dataset.from_dict({"idx": perm})
+    ours = _iid(n, devices, np.random.default_rng(3))
+    assert [p.tolist() for p in ours] == \
+        [flower.load_partition(d)["idx"] for d in range(devices)]
