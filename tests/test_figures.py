@@ -70,6 +70,15 @@ def test_leakage_vs_budget_scatter_per_tier_and_mean_with_interval(devices):
     assert "ssim_worst_case" in leakage_vs_budget(devices).axes[0].get_title()
 
 
+def test_leakage_vs_budget_lists_rungs_smallest_first(devices):
+    shuffled = devices.iloc[::-1].reset_index(drop=True)   # high's devices come first
+    scatters = _of(leakage_vs_budget(shuffled, "ssim_rmle", "macs"), PathCollection)
+    assert [s.get_label() for s in scatters] == list(TIERS)
+    unsized = shuffled.drop(columns=["macs"])
+    scatters = _of(leakage_vs_budget(unsized, "ssim_rmle", "latency_ms"), PathCollection)
+    assert [s.get_label() for s in scatters] == list(TIERS)[::-1]
+
+
 def test_leakage_vs_budget_rejects_unknown_columns(devices):
     with pytest.raises(ValueError, match="budget='flops'"):
         leakage_vs_budget(devices, "ssim_rmle", "flops")

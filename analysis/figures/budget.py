@@ -60,7 +60,7 @@ def leakage_vs_budget(devices: pd.DataFrame, leakage: str | None = None,
     data = _finite_rows(devices, y_col, x_col, ("leakage", "budget"))
     data = data[data["tier"].notna()]   # devices unable to serve belong to no rung
     fig, ax = new_axes(ax)
-    tiers = list(dict.fromkeys(data["tier"].astype(str)))
+    tiers = _ladder_order(data)
     colours = tier_colours(tiers)
     crowded = len(data) > 300   # thousands of devices: small, faint points
     legend_for = {"mean": True, "trend": True}
@@ -93,6 +93,16 @@ def leakage_vs_budget(devices: pd.DataFrame, leakage: str | None = None,
         handle.set_alpha(1.0)
     ax.grid(alpha=0.3)
     return fig
+
+
+def _ladder_order(devices: pd.DataFrame) -> list[str]:
+    """Tiers smallest encoder first (median MACs), as a ladder lists its rungs; in
+    order of appearance where the table has no ``macs``."""
+    tiers = devices["tier"].astype(str)
+    if "macs" not in devices.columns:
+        return list(dict.fromkeys(tiers))
+    size = devices.groupby(tiers, sort=False)["macs"].median()
+    return list(size.sort_values(kind="stable").index)
 
 
 def binned_trend(x: np.ndarray, y: np.ndarray, bins: int = 8,
