@@ -366,16 +366,6 @@ class Training(Section):
     timing: RoundTiming = Field(default_factory=RoundTiming)
     collapse: Collapse = Field(default_factory=Collapse)
 
-    @model_validator(mode="after")
-    def _warmup_fits(self) -> Training:
-        span = self.rounds if self.mode == "split" else self.epochs
-        unit = "rounds" if self.mode == "split" else "epochs"
-        if self.edge_loss_warmup.hold and self.edge_loss_warmup.hold >= span:
-            raise ValueError(
-                f"edge_loss_warmup.hold ({self.edge_loss_warmup.hold}) must be below "
-                f"training.{unit} ({span}), or the defense's edge loss never trains: "
-                f"lower hold or raise {unit}")
-        return self
 
 
 class Inference(Section):
@@ -519,6 +509,12 @@ class Sweep(Section):
         return axes
 
 
+def _has_edge_loss(defense: str) -> bool:
+    """Whether a registered defense adds an edge-side loss (what the warm-up delays)."""
+    from strategies.defenses.base import Defense
+    return DEFENSES.get(defense).edge_loss is not Defense.edge_loss
+
+
 class Scenario(Section):
     """A complete, validated scenario."""
 
@@ -570,6 +566,22 @@ class Scenario(Section):
         elif self.devices is not None and self.devices != self.num_devices:
             raise ValueError(f"`devices` is {self.devices} but tier counts sum to "
                              f"{self.num_devices}")
+        return self
+
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> Scenario:
+        # Only where a tier's defense has an edge loss: a warm-up in a shipped scenario
+        # must not forbid `--set training.rounds=2` while no tier uses one.
+        training = self.training
+        span = training.rounds if training.mode == "split" else training.epochs
+        unit = "rounds" if training.mode == "split" else "epochs"
+        hold = training.edge_loss_warmup.hold
+        penalised = [t.name for t in self.tiers if _has_edge_loss(t.defense.name)]
+        if penalised and hold and hold >= span:
+            raise ValueError(
+                f"training: edge_loss_warmup.hold ({hold}) must be below training.{unit} "
+                f"({span}), or the edge loss of the defense on {penalised} never "
+                f"trains: lower hold or raise {unit}")
         return self
 
     @model_validator(mode="after")

@@ -132,7 +132,12 @@ def test_edge_loss_warmup_weights_and_a_hold_that_never_ends(smoke_raw):
     ramp = EdgeLossWarmup(hold=2, ramp=3)
     assert [ramp.weight(r) for r in range(7)] == [0, 0, 0.25, 0.5, 0.75, 1, 1]
     smoke_raw["training"]["edge_loss_warmup"] = {"hold": smoke_raw["training"]["rounds"]}
-    with pytest.raises(ScenarioError, match="edge_loss_warmup.hold.*never trains"):
+    validate_scenario(smoke_raw)   # no tier has an edge loss: the hold delays nothing
+    smoke_raw["tiers"][0]["defense"] = {"name": "gaussian_noise"}   # no edge loss either
+    validate_scenario(smoke_raw)
+    smoke_raw["tiers"][1]["defense"] = {"name": "nopeek"}
+    with pytest.raises(ScenarioError, match=r"edge_loss_warmup.hold.*\['large'\] never "
+                       "trains"):
         validate_scenario(smoke_raw)
 
 
