@@ -206,6 +206,30 @@ def test_noise_statistics(name: str, params: dict, stat: str, expected: float) -
     assert abs(float(noise.mean())) < 0.02
 
 
+@pytest.mark.parametrize("name,params", [
+    ("gaussian_noise", {"sigma": 0.5}), ("laplace_noise", {"scale": 0.5}),
+    ("cem", {"sigma": 0.5, "units": "relative"}), ("shredder", {"scale": 0.5})])
+def test_noise_is_relative_to_each_samples_feature_rms(name: str, params: dict) -> None:
+    # A feature 100x smaller gets 100x smaller noise (same noise-to-signal ratio), per
+    # sample; with units: absolute the noise ignores the feature's scale.
+    @torch.no_grad()
+    def noise(defense: Defense, z: torch.Tensor) -> torch.Tensor:
+        edge = defense.wrap_edge(torch.nn.Identity(), tuple(z.shape[1:]))
+        return defense.transform(edge(z), training=False, generator=gen(0)) - z
+
+    z = torch.randn(400, 4, 8, 8, generator=gen(5))
+    z[200:] *= 0.01
+    relative = noise(DEFENSES.create(name, params), z)
+    ratio = relative[:200].std() / relative[200:].std()
+    assert float(ratio) == pytest.approx(100.0, rel=0.1)
+    absolute = noise(DEFENSES.create(name, {**params, "units": "absolute"}), z)
+    assert float(absolute[:200].std() / absolute[200:].std()) == pytest.approx(1.0, rel=0.1)
+    assert float(relative[:200].std()) == pytest.approx(float(absolute[:200].std()),
+                                                       rel=0.1)
+    with pytest.raises(ValidationError, match="units"):
+        DEFENSES.create(name, {"units": "percent"})
+
+
 def test_dropout_masks_without_rescaling() -> None:
     defense = DEFENSES.create("dropout", {"rate": 0.3})
     z = torch.rand(100, 4, 8, 8) + 0.1
@@ -223,8 +247,8 @@ def test_shredder_learns_larger_noise_and_samples_its_scale() -> None:
     defense.edge_loss(x, edge(x), edge).backward()
     opt.step()
     assert edge.head.noise.abs().mean().item() > before
-    z = torch.zeros(4000, *edge.head.noise.shape)
-    noise = defense.transform(edge.head(z), training=False, generator=gen(1))
+    z = torch.ones(4000, *edge.head.noise.shape)   # RMS 1: relative = absolute units
+    noise = defense.transform(edge.head(z), training=False, generator=gen(1)) - z
     torch.testing.assert_close(noise.abs().mean(0), edge.head.scale().detach(),
                                rtol=0.15, atol=0.02)
 

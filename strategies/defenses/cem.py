@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from strategies.defenses._common import gaussian_like
+from strategies.defenses._common import NoiseUnits, gaussian_like, noise_unit
 from strategies.defenses.base import DEFENSES, DefendedEdge, Defense
 from strategies.registry import PluginParams
 
@@ -91,9 +91,13 @@ class CEM(Defense):
     sigmoid-bounded features; with Adam on ReLU features that scale pulls every feature
     into the noise: on the 16x16 test task, ``lam >= 0.3`` collapsed the features to
     the noise level (accuracy at chance) within 60 steps, while ``lam = 0.1`` kept the
-    accuracy and raised a decoder's MSE about 4x. Scale ``sigma`` with the tier's
-    feature magnitude, and tune ``lam`` per scenario (the engine's edge-loss warm-up
-    also helps).
+    accuracy and raised a decoder's MSE about 4x. ``sigma`` is in the feature's own
+    units by default, as in the paper, whose bound is about a fixed noise variance;
+    ``units: relative`` makes it a noise-to-signal ratio per sample, but then the
+    clustering term can no longer hide features in a noise of fixed size (on the test
+    task it cost 30 accuracy points at equal ``sigma``). A fixed ``sigma`` means less
+    on a tier whose features are larger; tune ``lam`` and ``sigma`` per scenario (the
+    engine's edge-loss warm-up also helps).
 
     Simplified on purpose: the engine's ``edge_loss`` hook sees no labels and a
     defense holds no state, so the mixture is fitted per batch, without labels, by
@@ -107,6 +111,9 @@ class CEM(Defense):
                            description="weight of the entropy-bound term")
         sigma: float = Field(0.05, ge=0.0, le=100.0,
                              description="std of the Gaussian noise on the feature")
+        units: NoiseUnits = Field(
+            "absolute", description="noise scale unit: 'absolute' (the feature's) or "
+            "'relative' (each sample's feature RMS)")
         clusters: int = Field(4, ge=1, le=1024,
                               description="mixture components fitted per batch")
 
@@ -122,4 +129,5 @@ class CEM(Defense):
                   generator: torch.Generator | None = None) -> torch.Tensor:
         if self.params.sigma == 0.0:
             return z
-        return z + self.params.sigma * gaussian_like(z, generator)
+        unit = noise_unit(z, self.params.units)
+        return z + self.params.sigma * unit * gaussian_like(z, generator)

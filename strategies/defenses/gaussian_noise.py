@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from strategies.defenses._common import gaussian_like
+from strategies.defenses._common import NoiseUnits, gaussian_like, noise_unit
 from strategies.defenses.base import DEFENSES, Defense
 from strategies.registry import PluginParams
 
@@ -18,12 +18,18 @@ class GaussianNoise(Defense):
 
     The same noise is added in training (so the cloud learns to cope with it) and at
     inference. The SiftFunnel code sweeps ``sigma`` up to 5 and uses 0.8 in its MINE
-    runs (https://arxiv.org/abs/2501.00824). ``sigma = 0`` is the identity.
+    runs (https://arxiv.org/abs/2501.00824), in the units of its network's features;
+    here ``sigma`` is by default relative to each sample's feature RMS
+    (:func:`~strategies.defenses._common.noise_unit`), ``units: absolute`` gives the
+    papers' convention. ``sigma = 0`` is the identity.
     """
 
     class Params(PluginParams):
         sigma: float = Field(0.8, ge=0.0, le=100.0,
                              description="standard deviation of the added noise")
+        units: NoiseUnits = Field(
+            "relative", description="noise scale unit: 'relative' (each sample's "
+            "feature RMS) or 'absolute'")
 
     params: Params
 
@@ -31,4 +37,5 @@ class GaussianNoise(Defense):
                   generator: torch.Generator | None = None) -> torch.Tensor:
         if self.params.sigma == 0.0:
             return z
-        return z + self.params.sigma * gaussian_like(z, generator)
+        unit = noise_unit(z, self.params.units)
+        return z + self.params.sigma * unit * gaussian_like(z, generator)

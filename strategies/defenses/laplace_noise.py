@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from strategies.defenses._common import laplace_like
+from strategies.defenses._common import NoiseUnits, laplace_like, noise_unit
 from strategies.defenses.base import DEFENSES, Defense
 from strategies.registry import PluginParams
 
@@ -18,12 +18,16 @@ class LaplaceNoise(Defense):
 
     Applied in training and at inference, like :class:`GaussianNoise`. The reference
     gives no default scale; 0.5 is ours (standard deviation 0.71, close to the Gaussian
-    default 0.8). ``scale = 0`` is the identity.
+    default 0.8), relative to each sample's feature RMS by default (``units``, as for
+    :class:`GaussianNoise`). ``scale = 0`` is the identity.
     """
 
     class Params(PluginParams):
         scale: float = Field(0.5, ge=0.0, le=100.0,
                              description="Laplace scale b of the added noise")
+        units: NoiseUnits = Field(
+            "relative", description="noise scale unit: 'relative' (each sample's "
+            "feature RMS) or 'absolute'")
 
     params: Params
 
@@ -31,4 +35,5 @@ class LaplaceNoise(Defense):
                   generator: torch.Generator | None = None) -> torch.Tensor:
         if self.params.scale == 0.0:
             return z
-        return z + self.params.scale * laplace_like(z, generator)
+        unit = noise_unit(z, self.params.units)
+        return z + self.params.scale * unit * laplace_like(z, generator)

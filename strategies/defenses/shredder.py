@@ -6,7 +6,8 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from strategies.defenses._common import attach_scale, attached_scale, laplace_like
+from strategies.defenses._common import (NoiseUnits, attach_scale, attached_scale,
+                                        laplace_like, noise_unit)
 from strategies.defenses.base import DEFENSES, DefendedEdge, Defense
 from strategies.registry import PluginParams
 
@@ -52,6 +53,10 @@ class Shredder(Defense):
     ``CE - lam * mean(|N|)``: the cloud-side cross-entropy keeps utility while the edge
     term grows the noise (``edge_loss`` returns ``-lam * mean(|N|)``).
 
+    The learned scale is in units of each sample's feature RMS by default
+    (``units: absolute``: units of the feature), so the initial ``scale`` means the
+    same on a funnel whose features are ~0.01 and on a plain cut whose features are ~1.
+
     Shredder itself trains noise *samples* against a frozen network and fits a Laplace
     distribution per element to them for inference. Learning the per-element scale
     directly makes training and inference noise come from the same distribution, which
@@ -63,6 +68,9 @@ class Shredder(Defense):
                              description="Laplace scale b of the initial noise tensor")
         lam: float = Field(0.1, ge=0.0, le=100.0,
                            description="weight of the noise-magnitude reward")
+        units: NoiseUnits = Field(
+            "relative", description="noise scale unit: 'relative' (each sample's "
+            "feature RMS) or 'absolute'")
 
     params: Params
 
@@ -83,5 +91,5 @@ class Shredder(Defense):
 
     def transform(self, z: torch.Tensor, *, training: bool,
                   generator: torch.Generator | None = None) -> torch.Tensor:
-        scale = attached_scale(z, "shredder")
+        scale = attached_scale(z, "shredder") * noise_unit(z, self.params.units)
         return z + scale * laplace_like(z, generator)
