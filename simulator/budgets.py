@@ -56,6 +56,8 @@ def point_rows(tier: str, points: list[tuple[str, AttackResult]]) -> list[dict]:
                      **{m: t["value"].get(m, np.nan) for m in _METRICS},
                      "ssim_lo": t["lo"].get("ssim", np.nan),
                      "ssim_hi": t["hi"].get("ssim", np.nan)})
+    if not rows:   # every point failed
+        return rows
     worst = worst_point([r["ssim"] for r in rows])
     for i, row in enumerate(rows):
         row["worst"] = i == worst
