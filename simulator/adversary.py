@@ -84,7 +84,8 @@ class Spend:
 class _CountedEdge:
     """The victim's edge behind the oracle, counting the images sent to it."""
 
-    def __init__(self, run: Callable[[torch.Tensor], torch.Tensor], spend: Spend) -> None:
+    def __init__(self, run: Callable[[torch.Tensor], torch.Tensor],
+                 spend: Spend) -> None:
         self.run, self.spend = run, spend
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -305,7 +306,8 @@ class Adversary:
         defense = self.kit.defenses[tier]
         noise = generator(self.ws.scenario.seed, "oracle", tier)
         oracle = QueryOracle(_CountedEdge(
-            lambda x: defense.transform(edge(x), training=False, generator=noise), spend))
+            lambda x: defense.transform(edge(x), training=False, generator=noise),
+            spend))
         if cls is BlackBoxQuery:
             return BlackBoxQuery(**base, query=oracle)
         return WhiteBox(**base, query=oracle, edge=copy.deepcopy(edge))

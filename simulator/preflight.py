@@ -319,8 +319,9 @@ def _aux_size_problems(ws: Workspace) -> list[str]:
         return []
     held = len(auxiliary_data(ws)[1])
     return [f"{path}: {n} auxiliary images asked, but the adversary's auxiliary data "
-            f"holds {held}; lower it, or give the auxiliary data more (splits.auxiliary "
-            "or adversary.auxiliary.size)" for path, n in asked.items() if n > held]
+            f"holds {held}; lower it, or give the auxiliary data more "
+            "(splits.auxiliary or adversary.auxiliary.size)"
+            for path, n in asked.items() if n > held]
 
 
 def _locate(scenario: Scenario, err: ValueError) -> str:

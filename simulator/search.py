@@ -21,7 +21,8 @@ import itertools
 import json
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, create_model, field_validator,
+                      model_serializer)
 
 from strategies.registry import StrictNumbers
 
@@ -58,6 +59,11 @@ class _Search(StrictNumbers):
             raise ValueError(f"values must be distinct; repeated: {repeated}")
         return values
 
+    @model_serializer(mode="wrap")
+    def _searched_only(self, handler: Any) -> dict[str, Any]:
+        # the resolved scenario (manifest, scenario.yaml) shows what is searched only
+        return {k: v for k, v in handler(self).items() if v is not None}
+
 
 def _values_of(annotation: Any, metadata: list[Any]) -> Any:
     """A tuple of values, each checked like the parameter itself."""
@@ -69,7 +75,8 @@ def search_model(name: str, params: type[BaseModel]) -> type[BaseModel]:
     """The ``search`` section of attack ``name``: each field of ``params`` (with its
     type and constraints) and ``aux_size``, each an optional list of values."""
     fields: dict[str, Any] = {
-        key: (_values_of(f.annotation, f.metadata), Field(None, description=f.description))
+        key: (_values_of(f.annotation, f.metadata),
+              Field(None, description=f.description))
         for key, f in params.model_fields.items()}
     fields[AUX_SIZE] = (_values_of(AuxSize, []), Field(
         None, description="auxiliary images the attack uses (the first ones)"))

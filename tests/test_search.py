@@ -25,7 +25,8 @@ from simulator.run import attack_run, run_scenario
 from simulator.search import grid, setting_key, setting_text
 
 EPOCHS, BATCH = 2, 8
-INVERSE = {"name": "inverse_network", "epochs": EPOCHS, "batch_size": BATCH, "width": 16}
+INVERSE = {"name": "inverse_network", "epochs": EPOCHS, "batch_size": BATCH,
+           "width": 16}
 QUERY_FREE = {"name": "query_free", "shadow_epochs": 1, "iterations": 5}
 
 
@@ -44,7 +45,8 @@ def _problems(raw: dict) -> list[str]:
 
 
 def _run(raw: dict, path: Path, **kw) -> Path:
-    return run_scenario(validate_scenario(raw), path, transport_factory=run_locally, **kw)
+    return run_scenario(validate_scenario(raw), path, transport_factory=run_locally,
+                        **kw)
 
 
 def _search(pool: int) -> str:
@@ -97,7 +99,8 @@ def searched(plain, pool, tmp_path_factory):
 
 def test_search_names_and_values_are_checked_by_the_attacks_own_fields(smoke_raw):
     raw = _with_attacks(smoke_raw, {**INVERSE, "search": {
-        "widht": [8], "epochs": [0, 2], "lr": 0.1, "batch_size": [8, 8], "depth_extra": []}})
+        "widht": [8], "epochs": [0, 2], "lr": 0.1, "batch_size": [8, 8],
+        "depth_extra": []}})
     problems = sorted(_problems(raw))
     assert len(problems) == 5
     batch, depth, epochs, lr, widht = problems
@@ -109,7 +112,8 @@ def test_search_names_and_values_are_checked_by_the_attacks_own_fields(smoke_raw
     assert lr.startswith("adversary.attacks[0].search.lr: give a list of values")
     assert batch.startswith("adversary.attacks[0].search.batch_size: ")
     assert "repeated: [8]" in batch
-    assert depth.startswith("adversary.attacks[0].search.depth_extra: give at least one")
+    assert depth.startswith(
+        "adversary.attacks[0].search.depth_extra: give at least one")
 
 
 def test_a_grid_above_the_cap_names_its_size_and_how_to_shrink_it(smoke_raw):
@@ -124,7 +128,7 @@ def test_a_grid_above_the_cap_names_its_size_and_how_to_shrink_it(smoke_raw):
     sc = validate_scenario(raw)
     points = grid(sc.adversary.attacks[1])
     assert len(points) == 18 and points[0] == {"width": 8, "epochs": 1, "aux_size": 16}
-    assert len(grid(sc.adversary.attacks[0])) == 1 and grid(sc.adversary.attacks[0]) == [{}]
+    assert grid(sc.adversary.attacks[0]) == [{}]
 
 
 def test_a_fault_may_strike_one_grid_point_that_exists(smoke_raw):
@@ -173,7 +177,8 @@ def test_an_unsearched_run_keeps_its_unit_files_and_records_budgets(plain, pool)
     assert list(pd.read_parquet(plain / "leakage.parquet").columns) == list(COLUMNS)
     budgets = _budgets(plain)
     assert list(budgets.columns) == list(BUDGET_COLUMNS)
-    assert len(budgets) == 4 and (budgets["setting"] == "").all() and budgets["worst"].all()
+    assert len(budgets) == 4 and budgets["worst"].all()
+    assert (budgets["setting"] == "").all()
     inverse = budgets[budgets["attack"] == "inverse_network"]
     free = budgets[budgets["attack"] == "query_free"]
     assert (inverse["aux_images"] == pool).all() and (free["aux_images"] == pool).all()
@@ -184,7 +189,8 @@ def test_an_unsearched_run_keeps_its_unit_files_and_records_budgets(plain, pool)
     assert (free["optimisation_steps"] > 5).all()
     assert (budgets["cpu_seconds"] > 0).all()
     # a budget row's leakage is the tier row of the leakage table
-    tiers = _leakage(plain, "inverse_network").query("scope == 'tier' and metric == 'ssim'")
+    tiers = _leakage(plain, "inverse_network").query(
+        "scope == 'tier' and metric == 'ssim'")
     assert np.allclose(inverse.set_index("tier")["ssim"].sort_index(),
                        tiers.set_index("tier")["value"].sort_index())
 
@@ -202,7 +208,8 @@ def test_a_searched_attack_records_every_point_and_its_worst(plain, searched, po
         assert _units(searched, tier) == sorted([*keys, "query_free.npz"])
     # what each point spent follows its setting
     aux = inverse["setting"].map(lambda s: json.loads(s)["aux_size"])
-    assert (inverse["aux_images"] == aux).all() and (inverse["oracle_queries"] == aux).all()
+    assert (inverse["aux_images"] == aux).all()
+    assert (inverse["oracle_queries"] == aux).all()
     assert (inverse["optimisation_steps"] == aux.map(_inverse_network_steps)).all()
     # the records hold, per tier, the point with the highest mean SSIM
     worst = inverse[inverse["worst"]].set_index("tier")
@@ -241,7 +248,8 @@ def test_a_resumed_search_redoes_only_the_points_not_finished(plain, searched, p
     with pytest.raises(RunInterrupted):
         attack_run(path, [_search(pool)], progress=_StopAt("attack", 2),
                    executor="local")
-    finished = {p: p.stat().st_mtime_ns for p in (path / "stages" / "attack").rglob("*.npz")}
+    finished = {p: p.stat().st_mtime_ns
+                for p in (path / "stages" / "attack").rglob("*.npz")}
     assert len(finished) == 2
     raw = yaml.safe_load((path / "scenario.yaml").read_text())
     _run(raw, path, resume=True)

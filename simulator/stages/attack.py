@@ -6,8 +6,9 @@ Ray workers that each reserve one CPU and use one torch thread, so attacks never
 for a core and give the same numbers wherever they run; each finished unit is written
 to ``stages/attack/<tier>/<attack>.npz`` (a grid point: ``<attack>-<key>.npz``, the
 key a short hash of its setting) at once, with what the attacker spent, so a resumed
-run redoes only unfinished units. A worker that dies is retried once on a fresh one; a unit that dies twice is
-recorded as failed (``<attack>.failed.json`` and the manifest) and the others complete.
+run redoes only unfinished units. A worker that dies is retried once on a fresh one; a
+unit that dies twice is recorded as failed (``<attack>.failed.json`` and the manifest)
+and the others complete.
 ``siftsim attack RUN_DIR`` runs this same stage.
 """
 
@@ -136,7 +137,8 @@ def load_unit(ctx: RunContext, unit: Unit) -> AttackResult | dict | None:
             group, name = k.split("::")
             part[group][name] = data[k]
     budget = {k: float(v) for k, v in part.get("budget", {}).items()}
-    return AttackResult(unit.label, part.get("images", {}), part.get("recon", {}), budget)
+    return AttackResult(unit.label, part.get("images", {}), part.get("recon", {}),
+                        budget)
 
 
 def failed_reason(ctx: RunContext, unit: Unit) -> str | None:

@@ -16,10 +16,10 @@ import time
 
 import pandas as pd
 
-from simulator.adversary import AttackResult, TierLeakage, combine
+from simulator.adversary import TierLeakage, combine
 from simulator.budgets import budget_table, point_rows
 from simulator.search import setting_text
-from simulator.stages.attack import INFORMATION, Unit, load_unit, units
+from simulator.stages.attack import INFORMATION, load_unit, units
 from simulator.stages.context import RunContext
 
 __all__ = ["records"]
@@ -38,19 +38,12 @@ def records(ctx: RunContext) -> None:
             if label == INFORMATION:
                 info = load_unit(ctx, next(group)) or {}
                 continue
-            rows, points = _points(ctx, list(group), tier)
-            if points:
-                budgets += rows
-                parts.append(points[next(i for i, r in enumerate(rows) if r["worst"])])
+            found = [(u, r) for u in group if (r := load_unit(ctx, u)) is not None]
+            rows = point_rows(tier, [(setting_text(dict(u.setting)), r)
+                                     for u, r in found])
+            budgets += rows
+            parts += [r for (_, r), row in zip(found, rows) if row["worst"]]
         results.append(combine(tier, parts, info))
     ctx.recorder.leakage(results, budget_table(budgets))
     ctx.recorder.mark_stage("records", time.perf_counter() - t0)
 
-
-def _points(ctx: RunContext, group: list[Unit],
-            tier: str) -> tuple[list[dict], list[AttackResult]]:
-    """The finished points of one attack on ``tier``: budget rows and results."""
-    found = [(u, r) for u in group if (r := load_unit(ctx, u)) is not None]
-    results = [r for _, r in found]
-    rows = point_rows(tier, [(setting_text(dict(u.setting)), r) for u, r in found])
-    return rows, results
