@@ -66,8 +66,8 @@ def point_rows(tier: str, points: list[tuple[str, AttackResult]]) -> list[dict]:
 
 def worst_point(tier_ssim: list[float]) -> int:
     """The grid point that leaked most on a tier: the highest mean SSIM over the
-    tier's devices (each device's SSIM a mean over its images). Ties and points
-    without images (NaN) go to the first point in grid order."""
+    tier's devices (each device's SSIM a mean over its images). Ties go to the
+    first point in grid order; a point without images (NaN) only when all are."""
     values = np.array([-np.inf if np.isnan(v) else v for v in tier_ssim])
     return int(np.argmax(values))
 
