@@ -8,7 +8,10 @@ import json
 import numpy as np
 import pandas as pd
 
+from analysis.report import build_report
 from analysis.rundir import ATTACK_BUDGET_COLUMNS, load_run
+from analysis.search import search_table, searched_attacks
+from analysis.tables import with_ci
 from simulator.budgets import COLUMNS, budget_table, worst_point
 from simulator.leakage import write_table
 from test_report import TIERS, write_run
@@ -61,3 +64,42 @@ def test_run_budgets_are_read_and_empty_for_older_runs(tmp_path):
     pd.testing.assert_frame_equal(budgets,
                                   pd.read_parquet(path / "attack_budgets.parquet"))
     assert len(budgets) == 2 * (6 + 1) and list(budgets.columns) == list(COLUMNS)
+
+
+def test_search_table_lists_every_grid_point_and_marks_the_kept_one():
+    budgets = search_budgets()
+    table = search_table(budgets)
+    grid = budgets[budgets["attack"] == "inverse_network"].reset_index(drop=True)
+    assert len(table) == len(grid) == 2 * 6 and set(table["attack"]) == {
+        "inverse_network"}                     # rmle searched nothing: not listed
+    assert table["setting"].iloc[0] == "aux_size=24, width=8"
+    assert (table["worst"] == "WORST").tolist() == grid["worst"].tolist()
+    assert table.groupby("tier")["worst"].apply(lambda w: (w == "WORST").sum()).eq(
+        1).all()
+    assert table["SSIM (95% CI)"].tolist() == [
+        with_ci(*v) for v in grid[["ssim", "ssim_lo", "ssim_hi"]].to_numpy()]
+    for col in ("aux_images", "optimisation_steps", "cpu_seconds"):
+        assert table[col].tolist() == grid[col].tolist()
+    assert searched_attacks(budgets) == ["inverse_network"]
+    assert search_table(budgets[budgets["attack"] == "rmle"]).empty
+
+
+def test_report_adds_the_search_section_only_for_searched_runs(tmp_path):
+    searched = write_run(tmp_path / "searched")
+    write_table(searched, "attack_budgets", search_budgets())
+    doc = build_report(load_run(searched))
+    html, md = doc.html(), doc.markdown(tmp_path)
+    assert "Attacker&#x27;s budget (searched attacks)" in html
+    assert "## Attacker's budget (searched attacks)" in md
+    assert html.count("<td>WORST</td>") == len(TIERS)
+    assert "<td>aux_size=48, width=32</td>" in html
+    for param in ("aux_size", "width"):
+        assert f"inverse_network: tier SSIM (95% CI) against {param}" in md
+    assert "skipped" not in html
+    # unsearched attacks (settings "") render exactly as a run without the table
+    unsearched = write_run(tmp_path / "unsearched")
+    budgets = search_budgets()
+    write_table(unsearched, "attack_budgets", budgets[budgets["setting"] == ""])
+    plain = build_report(load_run(write_run(tmp_path / "plain")))
+    assert build_report(load_run(unsearched)).html() == plain.html()
+    assert doc.figure_count == plain.figure_count + 2
