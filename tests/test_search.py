@@ -279,3 +279,24 @@ def test_a_grid_point_that_dies_twice_is_recorded_and_the_others_count(smoke_raw
     small = budgets[budgets["tier"] == "small"].iloc[0]
     assert small["setting"] == '{"width":8}' and small["worst"]
     assert set(_leakage(path, "inverse_network")["tier"]) == {"small", "large"}
+
+
+def test_analysis_reads_and_draws_the_searched_grid(plain, searched, pool, tmp_path):
+    from analysis.figures import leakage_vs_attack_budget
+    from analysis.report import build_report
+    from analysis.rundir import load_run
+    from analysis.search import searched_attacks
+    run = load_run(searched)
+    pd.testing.assert_frame_equal(run.budgets, _budgets(searched))
+    assert searched_attacks(run.budgets) == ["inverse_network"]
+    assert searched_attacks(load_run(plain).budgets) == []   # its report: no section
+    fig = leakage_vs_attack_budget(run.budgets, "aux_size")
+    assert [ax.get_title() for ax in fig.axes] == ["tier large", "tier small"]
+    for ax in fig.axes:
+        lines = {c.get_label(): c.lines[0] for c in ax.containers}
+        assert list(lines) == ["width=8", "width=16"]
+        assert all(ln.get_xdata().tolist() == [24, pool] for ln in lines.values())
+    md = build_report(run).markdown(tmp_path)
+    assert "## Attacker's budget (searched attacks)" in md and "skipped" not in md
+    for param in ("aux_size", "width"):
+        assert f"inverse_network: tier SSIM (95% CI) against {param}" in md
