@@ -18,6 +18,7 @@ from analysis import figures as F
 from analysis._render import Document
 from analysis.fleet import has_participation, participation_summary, stragglers
 from analysis.rundir import WORST_CASE, Run, is_sweep_dir, load_run
+from analysis.search import search_table, searched_attacks, settings
 from analysis.tables import (collapse_note, information_table, leakage_table,
                              tier_summary, worst_case_devices)
 
@@ -92,6 +93,7 @@ def build_report(run: Run) -> Document:
     _scenario(doc, run)
     _threat_model(doc, run)
     _tables(doc, run)
+    _attack_search(doc, run)
     _participation(doc, run)
     _figures(doc, run)
     doc.heading("Metric conventions")
@@ -190,6 +192,28 @@ def _tables(doc: Document, run: Run) -> None:
         doc.table(worst, f"Criterion: {worst['criterion'].iloc[0]}")
     else:
         doc.paragraph("No device records to rank.")
+
+
+def _attack_search(doc: Document, run: Run) -> None:
+    """Every grid point of the searched attacks and their leakage against each
+    searched parameter; nothing for a run whose attacks searched nothing."""
+    attacks = searched_attacks(run.budgets)
+    if not attacks:
+        return
+    doc.heading("Attacker's budget (searched attacks)")
+    doc.paragraph("Each searched attack ran once per grid point. Per tier, the "
+                  "leakage tables above hold the point with the highest mean SSIM "
+                  "(WORST); what each point spent: auxiliary images, queries to the "
+                  "victim's edge, optimisation steps and CPU seconds.")
+    doc.table(search_table(run.budgets),
+              "Every grid point per tier: setting, budget and tier leakage")
+    for attack in attacks:
+        rows = run.budgets[run.budgets["attack"].astype(str) == attack]
+        for param in settings(rows).columns:
+            _add(doc, f"{attack}: tier SSIM (95% CI) against {param}; the star is "
+                 "the point kept",
+                 lambda a=attack, p=param: F.leakage_vs_attack_budget(
+                     run.budgets, p, attack=a))
 
 
 def _assignment(spec: dict[str, Any] | None,

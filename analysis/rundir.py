@@ -14,13 +14,26 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["INFORMATION", "Run", "RunDirectoryError", "WORST_CASE", "attacks_in",
-           "is_sweep_dir", "load_run", "load_sweep", "load_sweep_leakage", "sweep_axes"]
+__all__ = ["ATTACK_BUDGET_COLUMNS", "INFORMATION", "Run", "RunDirectoryError",
+           "WORST_CASE", "attacks_in", "is_sweep_dir", "load_run", "load_sweep",
+           "load_sweep_leakage", "sweep_axes"]
 
 # ``attack`` values of the long leakage table that are not attacks of the scenario:
 # per device and metric the most leaking attack, and tier-level information metrics.
 WORST_CASE = "worst_case"
 INFORMATION = "information"
+
+# Columns of ``attack_budgets`` (simulator.budgets.COLUMNS; analysis does not import
+# the simulator, a test keeps the two equal).
+ATTACK_BUDGET_COLUMNS = ("tier", "attack", "threat_model", "setting", "worst",
+                         "aux_images", "oracle_queries", "optimisation_steps",
+                         "cpu_seconds", "devices", "ssim", "psnr", "mse", "attack_acc",
+                         "nn_ident", "recognisable", "ssim_lo", "ssim_hi")
+
+
+def _no_budgets() -> pd.DataFrame:
+    """An empty ``attack_budgets`` table, so readers need no special case."""
+    return pd.DataFrame(columns=list(ATTACK_BUDGET_COLUMNS))
 
 
 class RunDirectoryError(ValueError):
@@ -54,6 +67,11 @@ class Run:
         One row per (round, selected device) on the virtual clock: ``status``
         (completed, late, dropped, straggled, cancelled), work, busy seconds, bytes;
         None for runs recorded before it existed.
+    budgets : DataFrame
+        ``attack_budgets``: one row per (tier, attack, grid point) with ``setting``
+        (JSON, ``""`` unsearched), ``worst`` (the point ``leakage`` holds), what the
+        attacker spent and the point's tier leakage. Empty (same columns) when no
+        adversary ran or the run predates the table.
     """
 
     path: Path
@@ -66,6 +84,7 @@ class Run:
         default_factory=dict)
     leakage: pd.DataFrame | None = None
     participation: pd.DataFrame | None = None
+    budgets: pd.DataFrame = field(default_factory=_no_budgets)
 
     @property
     def name(self) -> str:
@@ -129,11 +148,13 @@ def load_run(path: str | Path) -> Run:
     images, leakage = _read_leakage(path)
     tier_names = [str(t) for t in tiers["tier"]] if "tier" in tiers else []
     part = path / "participation.parquet"
+    budgets = path / "attack_budgets.parquet"
     return Run(path, manifest, devices, tiers, rounds, leakage_images=images,
                reconstructions=_read_reconstructions(path / "reconstructions",
                                                      tier_names),
                leakage=leakage,
-               participation=_read_parquet(part) if part.is_file() else None)
+               participation=_read_parquet(part) if part.is_file() else None,
+               budgets=_read_parquet(budgets) if budgets.is_file() else _no_budgets())
 
 
 def _read_leakage(path: Path) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:

@@ -11,14 +11,15 @@ victims nor the attacker used. Plain Python; the Flower/Ray seam runs it in acto
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from analysis.metrics import (bias_corrected_dcor2, effective_volume,
                               estimate_mutual_information, mse,
@@ -29,8 +30,8 @@ from simulator.scenario import plugin_params
 from simulator.seeding import derive_seed, generator, rng, seeded
 from strategies.attacks import ATTACKS, THREAT_MODELS, BlackBoxQuery, QueryOracle, WhiteBox
 
-__all__ = ["Adversary", "AttackResult", "TierLeakage", "auxiliary_data", "combine",
-           "run_adversary", "train_evaluator"]
+__all__ = ["Adversary", "AttackResult", "Spend", "TierLeakage", "auxiliary_data",
+           "combine", "run_adversary", "train_evaluator"]
 
 _CHUNK = 256
 
@@ -48,11 +49,61 @@ def single_thread() -> Iterator[None]:
 
 @dataclass
 class AttackResult:
-    """One attack on one tier: per-image scores and a few saved reconstructions."""
+    """One attack on one tier: per-image scores, a few saved reconstructions, and what
+    the attacker spent (:class:`Spend` as a dict; the attack stage adds
+    ``cpu_seconds``; empty for units saved before budgets were recorded)."""
 
     label: str
     images: dict[str, np.ndarray]       # column -> per reconstructed image
     reconstructions: dict[str, np.ndarray]
+    budget: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Spend:
+    """What one attack cost the attacker, counted from outside the attack.
+
+    Attributes
+    ----------
+    aux_images
+        Auxiliary images it was given (after its ``aux_size``).
+    oracle_queries
+        Images it sent through the victim's edge (black-box and white-box oracles;
+        0 for an attack that never queries, whatever it is granted).
+    optimisation_steps
+        Parameter updates of every torch optimiser it ran while fitting and
+        reconstructing: decoder or substitute training steps, critic steps,
+        inversion iterations (each chunk of images counts its own).
+    """
+
+    aux_images: int = 0
+    oracle_queries: int = 0
+    optimisation_steps: int = 0
+
+
+class _CountedEdge:
+    """The victim's edge behind the oracle, counting the images sent to it."""
+
+    def __init__(self, run: Callable[[torch.Tensor], torch.Tensor],
+                 spend: Spend) -> None:
+        self.run, self.spend = run, spend
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.spend.oracle_queries += len(x)
+        return self.run(x)
+
+
+@contextmanager
+def _counting_steps(spend: Spend) -> Iterator[None]:
+    """Count every optimiser step in this process meanwhile: an attack unit runs
+    alone in its process, so they are all the attack's (no plug-in can under-report)."""
+    def count(*_: Any) -> None:
+        spend.optimisation_steps += 1
+    handle = register_optimizer_step_post_hook(count)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 @dataclass
@@ -191,9 +242,15 @@ class Adversary:
         label = spec.label or spec.name
         granted = spec.threat_model or adv.threat_model
         attack = ATTACKS.create(spec.name, plugin_params(spec))
-        with seeded(derive_seed(self.ws.scenario.seed, "attack", label, tier)):
-            attack.fit(self._knowledge(tier, granted, obs, attack.observed_phases),
-                       generator(self.ws.scenario.seed, "attack-fit", label, tier))
+        spend = Spend()
+        # Every grid point of a searched attack draws the same seeds (the label's):
+        # points differ by their setting, not by luck.
+        with seeded(derive_seed(self.ws.scenario.seed, "attack", label, tier)), \
+                _counting_steps(spend):
+            knowledge = self._knowledge(tier, granted, obs, attack.observed_phases,
+                                        aux_size=spec.aux_size, spend=spend)
+            attack.fit(knowledge, generator(self.ws.scenario.seed, "attack-fit", label,
+                                            tier))
             x_hat = torch.cat([attack.reconstruct(c) for c in z.split(_CHUNK)]) if len(z) \
                 else torch.empty(0, *self.ws.image_shape)
         with torch.no_grad():
@@ -209,7 +266,7 @@ class Adversary:
         k = adv.saved_reconstructions
         recon = {"original": x_true[:k].numpy(), "reconstruction": x_hat[:k].numpy(),
                  "device_id": devices[:k]}
-        return AttackResult(label, images, recon)
+        return AttackResult(label, images, recon, budget=asdict(spend))
 
     def information(self, tier: str, obs: TierObservations) -> dict[str, Any]:
         """The tier's information metrics (dCor, MI, feature volume, evaluator)."""
@@ -217,20 +274,26 @@ class Adversary:
             return self._information(tier, obs)
 
     def _knowledge(self, tier: str, threat_model: str, obs: TierObservations | None = None,
-                   phases: tuple[str, ...] = ()) -> Any:
+                   phases: tuple[str, ...] = (), aux_size: int | None = None,
+                   spend: Spend | None = None) -> Any:
         """Exactly what ``threat_model`` grants for ``tier``: built here, never shipped.
 
         Every threat model holds the cloud's own log of the tier's features; an attack
         gets the rows of the phases it declares (``observed_phases``), none by default.
+        It gets the first ``aux_size`` auxiliary images (all: None). ``spend`` records
+        the images given and counts those sent through the oracle.
         """
+        spend = spend if spend is not None else Spend()
+        aux_x, aux_y = self.aux_x[:aux_size], self.aux_y[:aux_size]
+        spend.aux_images = len(aux_y)
         view = copy.deepcopy(self.cloud.tier_view(tier)).eval()
         for p in view.parameters():
             p.requires_grad_(False)
         keep = np.isin(obs.phase, [PHASES[p] for p in phases]) if obs is not None \
             else np.zeros(0, bool)
         observed = torch.from_numpy(obs.z[keep].astype(np.float32)) if keep.any() else None
-        base = dict(cloud=view, aux_x=torch.from_numpy(self.aux_x),
-                    aux_y=torch.from_numpy(self.aux_y),
+        base = dict(cloud=view, aux_x=torch.from_numpy(aux_x),
+                    aux_y=torch.from_numpy(aux_y),
                     feature_shape=tuple(self.kit.costs[tier].feature_shape),
                     image_shape=self.ws.image_shape, normalization=self.ws.normalization,
                     observed=observed)
@@ -242,8 +305,9 @@ class Adversary:
         edge.eval()
         defense = self.kit.defenses[tier]
         noise = generator(self.ws.scenario.seed, "oracle", tier)
-        oracle = QueryOracle(lambda x: defense.transform(edge(x), training=False,
-                                                         generator=noise))
+        oracle = QueryOracle(_CountedEdge(
+            lambda x: defense.transform(edge(x), training=False, generator=noise),
+            spend))
         if cls is BlackBoxQuery:
             return BlackBoxQuery(**base, query=oracle)
         return WhiteBox(**base, query=oracle, edge=copy.deepcopy(edge))

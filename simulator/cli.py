@@ -77,7 +77,21 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     print(f"{args.file}: valid ({sc.num_devices} devices; {counts}; "
           f"training {sc.training.mode}, {sc.training.rounds} rounds; "
           f"{report.summary()})")
+    if sc.adversary.enabled and sc.adversary.attacks:
+        print(f"{args.file}: attack grids: {_grid_sizes(sc)}")
     return 0
+
+
+def _grid_sizes(sc) -> str:
+    """``inverse_network 4 points (2 width x 2 aux_size), rmle 1 point``."""
+    from simulator.search import axes, grid
+    parts = []
+    for spec in sc.adversary.attacks:
+        n, found = len(grid(spec)), axes(spec)
+        sizes = " x ".join(f"{len(v)} {k}" for k, v in found.items())
+        parts.append(f"{spec.label or spec.name} {n} point{'s' * (n != 1)}"
+                     + (f" ({sizes})" if found else ""))
+    return ", ".join(parts)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

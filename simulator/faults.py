@@ -60,10 +60,12 @@ class FaultPlan:
         hits = [f.exchange for f in self.faults.kill_cloud if f.round == rnd]
         return min(hits) if hits else None
 
-    def adversary_dies(self, tier: str, attack: str, attempt: int) -> bool:
-        """Whether the adversary working on (``tier``, ``attack``) dies on this attempt."""
+    def adversary_dies(self, tier: str, attack: str, attempt: int,
+                       point: int = 0) -> bool:
+        """Whether the adversary working on (``tier``, ``attack``, grid ``point``) dies
+        on this attempt."""
         return any(f.tier == tier and f.attack == attack and attempt < f.times
-                   for f in self.faults.kill_adversary)
+                   and f.point in (None, point) for f in self.faults.kill_adversary)
 
     def device_crash_step(self, device_seed: int, rnd: int, steps: int) -> int | None:
         """Local step at which a device crashes in round ``rnd`` (None: it does not)."""

@@ -126,7 +126,7 @@ def _descend_or_set(node: Any, index: Any, rest: list[str], value: Any, key: str
 
 def _describe(error: dict[str, Any], raw: Any) -> str:
     """One line: YAML path, what is wrong, the value found."""
-    path, node = "", raw
+    path, node, owner = "", raw, None
     for part in error["loc"]:
         # Discriminated unions insert the plug-in name into the location; skip it.
         if isinstance(node, dict) and isinstance(part, str) and part not in node \
@@ -136,6 +136,7 @@ def _describe(error: dict[str, Any], raw: Any) -> str:
             path += f"[{part}]"
         else:
             path += f".{part}" if path else str(part)
+        owner = node if part == "search" else owner
         node = node[part] if isinstance(node, dict | list) and _has(node, part) else None
     if error["type"] == "plugin_name":
         return f"{path or '<top level>'}: {_plugin_name_problem(error)}"
@@ -146,7 +147,18 @@ def _describe(error: dict[str, Any], raw: Any) -> str:
         message = "expected a finite number, not .inf or .nan"
     if error["type"] == "extra_forbidden":
         message = "unknown key (check its spelling; unknown keys are not allowed)"
+        if isinstance(owner, dict) and error["loc"][-2:-1] == ("search",):
+            message = _unknown_searched(owner.get("name"))
     return f"{path or '<top level>'}: {message}{shown}"
+
+
+def _unknown_searched(attack: Any) -> str:
+    """A ``search`` key that is not a parameter of the attack: name the ones it has."""
+    from simulator.search import AUX_SIZE
+    from strategies.attacks import ATTACKS
+    names = [*ATTACKS.get(attack).Params.model_fields, AUX_SIZE] \
+        if attack in ATTACKS else [AUX_SIZE]
+    return f"not a parameter of attack {attack!r}; it searches: {', '.join(names)}"
 
 
 def _plugin_name_problem(error: dict[str, Any]) -> str:

@@ -24,6 +24,7 @@ from simulator.engine.workspace import ModelKit, Workspace
 from simulator.loading import ScenarioError
 from simulator.run import build_workspace
 from simulator.scenario import Scenario, plugin_params
+from simulator.search import AUX_SIZE, axes
 from simulator.seeding import derive_seed
 
 __all__ = ["MemoryItem", "Report", "estimate_memory", "machine_memory", "preflight",
@@ -300,7 +301,27 @@ def _data_problems(ws: Workspace) -> list[str]:
             auxiliary_data(ws)
         except ValueError as err:
             problems.append(f"adversary.auxiliary.dataset: {err}")
+            return problems
+    if adv.enabled:
+        problems += _aux_size_problems(ws)
     return problems
+
+
+def _aux_size_problems(ws: Workspace) -> list[str]:
+    """Attacks (or grid points) asking for more auxiliary images than there are."""
+    from simulator.adversary import auxiliary_data
+    asked = {f"adversary.attacks[{i}].{path}": n
+             for i, spec in enumerate(ws.scenario.adversary.attacks)
+             for path, n in (("aux_size", spec.aux_size),
+                             ("search.aux_size", max(axes(spec).get(AUX_SIZE, [0]))))
+             if n}
+    if not asked:
+        return []
+    held = len(auxiliary_data(ws)[1])
+    return [f"{path}: {n} auxiliary images asked, but the adversary's auxiliary data "
+            f"holds {held}; lower it, or give the auxiliary data more "
+            "(splits.auxiliary or adversary.auxiliary.size)"
+            for path, n in asked.items() if n > held]
 
 
 def _locate(scenario: Scenario, err: ValueError) -> str:

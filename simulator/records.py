@@ -11,6 +11,8 @@ Layout (every table in parquet and CSV)::
     participation.{parquet,csv}  one row per (round, selected device) on the virtual
                            clock: completed, late, dropped, straggled or cancelled
     leakage.{parquet,csv}  one row per (device or tier, attack, metric)
+    attack_budgets.{parquet,csv}  one row per (tier, attack, grid point): what the
+                           attacker spent and the point's tier leakage
     checkpoints/edge_<tier>.pt, checkpoints/cloud.pt   state dicts (weights_only loadable)
     observations/<tier>.npy + observations/index.parquet   the cloud's observation log
     stages/                the stages' own checkpoints (round checkpoints, attack units)
@@ -181,19 +183,22 @@ class RunRecorder:
             columns=["tier", "row", "phase", "round", "device_id", "sample", "dataset_index"])
         write_atomic(folder / "index.parquet", lambda p: index.to_parquet(p, index=False))
 
-    def leakage(self, results: list) -> None:
-        """Record attack results: ``leakage_images``, the long ``leakage`` table, and
-        its wide views joined into ``devices``/``tiers``; earlier passes move to
-        history/. Every table is written to a temporary name, then renamed."""
+    def leakage(self, results: list, budgets: pd.DataFrame | None = None) -> None:
+        """Record attack results: ``leakage_images``, the long ``leakage`` table, its
+        wide views joined into ``devices``/``tiers``, and ``attack_budgets`` when
+        given; earlier passes move to history/. Every table is written to a
+        temporary name, then renamed."""
         from simulator.leakage import (images_table, leakage_long, merge_leakage,
                                        save_reconstructions, wide_devices, wide_tiers,
                                        write_table)
         self._archive(["leakage_images.parquet", "leakage.parquet", "devices.parquet",
-                       "tiers.parquet", "reconstructions"])
+                       "tiers.parquet", "attack_budgets.parquet", "reconstructions"])
         images = images_table(results)
         long = leakage_long(images, {r.tier: r.information for r in results})
         write_table(self.path, "leakage_images", images, csv=False)
         write_table(self.path, "leakage", long)
+        if budgets is not None:
+            write_table(self.path, "attack_budgets", budgets)
         for name, key, view in (("devices", "device_id", wide_devices(long)),
                                 ("tiers", "tier", wide_tiers(long))):
             base = pd.read_parquet(self.path / f"{name}.parquet")

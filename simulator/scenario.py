@@ -12,10 +12,11 @@ import re
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag,
-                      create_model, field_validator, model_validator)
+                      ValidationError, create_model, field_validator, model_validator)
 
 from simulator.data import DATASETS
 from simulator.fleet.distributions import Dist, quantity
+from simulator.search import AUX_SIZE, AuxSize, axes, grid, search_model, setting_text
 from strategies.attacks import ATTACKS, THREAT_MODELS, grants
 from strategies.defenses import DEFENSES
 from strategies.models import BACKBONES, ENCODERS
@@ -61,18 +62,22 @@ def _plugin_name(value: Any) -> str | None:
     return name if isinstance(name, str) else None
 
 
-def _plugin_union(registry: Registry, **extra: Any) -> Any:
+def _plugin_union(registry: Registry, searchable: bool = False, **extra: Any) -> Any:
     """A discriminated union over every plug-in of ``registry``, tagged by ``name``.
 
-    ``extra`` adds fields the simulator reads itself (not passed to the plug-in). A
-    missing or unknown name raises a ``plugin_name`` error whose context carries the
-    valid names and every key some plug-in accepts, so the loader can name both the
-    choices and a stray key (pydantic's own message names neither).
+    ``extra`` adds fields the simulator reads itself (not passed to the plug-in);
+    ``searchable`` adds ``search``, a grid over the plug-in's own parameters
+    (:mod:`simulator.search`). A missing or unknown name raises a ``plugin_name``
+    error whose context carries the valid names and every key some plug-in accepts,
+    so the loader can name both the choices and a stray key (pydantic's own message
+    names neither).
     """
     members, keys = [], set()
     for name, cls in registry.items():
+        own = _search_fields(name, cls.Params) if searchable else {}
         model = create_model(f"{registry.kind}:{name}", __base__=cls.Params,
-                             name=(Literal[name], ...), **extra)  # type: ignore[call-overload]
+                             name=(Literal[name], ...), **extra,
+                             **own)  # type: ignore[call-overload]
         members.append(Annotated[model, Tag(name)])
         keys |= set(model.model_fields)
     choices = ", ".join(repr(n) for n in registry.names())
@@ -84,7 +89,30 @@ def _plugin_union(registry: Registry, **extra: Any) -> Any:
     return Annotated[Union[tuple(members)], tag]  # noqa: UP007
 
 
-_SIMULATOR_FIELDS = {"name", "threat_model", "label"}
+def _search_fields(name: str, params: type[BaseModel]) -> dict[str, Any]:
+    """``search`` over the plug-in's ``params``, and a check of each of its points."""
+    def points_valid(spec: Any) -> Any:
+        # Each value passed its field's own check; the whole point must pass Params
+        # too (a plug-in may check one parameter against another).
+        for setting in grid(spec):
+            own = {k: v for k, v in setting.items() if k != AUX_SIZE}
+            try:
+                params.model_validate({**plugin_params(spec), **own})
+            except ValidationError as err:
+                first = err.errors(include_url=False)[0]
+                raise ValueError(f"search point {setting_text(setting)}: "
+                                 f"{'.'.join(map(str, first['loc']))}: "
+                                 f"{first['msg']}") from None
+        return spec
+
+    return {"search": (search_model(name, params) | None, Field(
+                None, description="values of this attack's own parameters (and "
+                "aux_size) to try; the worst point per tier is recorded")),
+            "__validators__": {"_points_valid": model_validator(mode="after")(
+                points_valid)}}
+
+
+_SIMULATOR_FIELDS = {"name", "threat_model", "label", "search", "aux_size"}
 
 
 def plugin_params(spec: BaseModel) -> dict[str, Any]:
@@ -98,7 +126,9 @@ EncoderSpec = _plugin_union(ENCODERS)
 DefenseSpec = _plugin_union(DEFENSES)
 ThreatModel = Literal["white_box", "black_box_query", "query_free"]
 AttackSpec = _plugin_union(
-    ATTACKS,
+    ATTACKS, searchable=True,
+    aux_size=(AuxSize | None, Field(None, description="auxiliary images this attack "
+                                    "uses (the first ones); None: all")),
     threat_model=(ThreatModel | None, Field(None, description="overrides the adversary's "
                                              "default threat model for this attack")),
     label=(str | None, Field(None, pattern=r"^[A-Za-z0-9_]+$", description="column name "
@@ -423,6 +453,8 @@ class Adversary(Section):
                                    "evaluation classifier")
     saved_reconstructions: int = Field(8, ge=0, description="per attack and tier")
     information: Information = Field(default_factory=Information)
+    max_search_points: int = Field(16, ge=1, description="cap on the grid of any "
+                                   "attack's `search` (each point is a full attack)")
 
     @model_validator(mode="after")
     def _granted(self) -> Adversary:
@@ -438,6 +470,22 @@ class Adversary(Section):
         if dupes:
             raise ValueError(f"attacks need distinct labels; repeated: {dupes} "
                              "(set `label` on repeated attacks)")
+        return self
+
+    @model_validator(mode="after")
+    def _grids_capped(self) -> Adversary:
+        too_large = []
+        for i, spec in enumerate(self.attacks):
+            found = axes(spec)
+            points = len(grid(spec))
+            if points > self.max_search_points:
+                sizes = " x ".join(f"{len(v)} {k}" for k, v in found.items())
+                too_large.append(
+                    f"attacks[{i}].search has {points} points ({sizes}), more than "
+                    f"max_search_points ({self.max_search_points}): drop values, "
+                    "search fewer parameters, or raise adversary.max_search_points")
+        if too_large:
+            raise ValueError("; ".join(too_large))
         return self
 
 
@@ -474,6 +522,8 @@ class AdversaryFault(Section):
 
     tier: str
     attack: str = Field(description="an attack label, or 'information'")
+    point: int | None = Field(None, ge=0, description="a searched attack: only this "
+                              "grid point (0-based); None: every point")
     times: int = Field(1, ge=1, le=2, description="1: the retry succeeds; 2: the retry "
                        "dies too and the attack is recorded as failed")
 
@@ -609,6 +659,11 @@ class Scenario(Section):
             if adv.attack not in labels:
                 problems.append(f"faults.kill_adversary[{i}].attack {adv.attack!r} is not "
                                 f"one of {labels}")
+            points = {a.label or a.name: len(grid(a)) for a in self.adversary.attacks}
+            if adv.point is not None and adv.point >= points.get(adv.attack, 1):
+                problems.append(f"faults.kill_adversary[{i}].point is {adv.point}, but "
+                                f"{adv.attack!r} has grid points "
+                                f"0-{points.get(adv.attack, 1) - 1}")
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,11 +13,13 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.image import AxesImage
 
-from analysis.figures import (axis_label, information_vs_budget, leakage_vs_budget,
+from analysis.figures import (axis_label, information_vs_budget,
+                              leakage_vs_attack_budget, leakage_vs_budget,
                               pareto_front, privacy_utility_frontier,
                               reconstruction_grid, tier_bars, tier_leakage_vs_budget,
                               training_curves)
 from analysis.figures.frontier import FRONT_GID
+from analysis.figures.search import WORST_GID
 
 TIERS = {"low": 1e5, "mid": 4e5, "high": 5e6}
 
@@ -263,3 +267,117 @@ def test_participation_bars_share_of_devices_per_rung():
         [0.5, 0.25, 0.0, 0.25]
     with pytest.raises(ValueError, match="rounds_completed"):
         participation_bars(devices.drop(columns=["rounds_completed"]))
+
+
+# -- leakage against the attacker's budget (attack_budgets) ------------------------
+
+def _panels(fig: Figure) -> dict[str, object]:
+    return {ax.get_title().removeprefix("tier "): ax for ax in fig.axes}
+
+
+def _lines(ax) -> dict[str, ErrorbarContainer]:
+    return {c.get_label(): c for c in ax.containers
+            if isinstance(c, ErrorbarContainer)}
+
+
+def _grid_rows(budgets: pd.DataFrame, tier: str) -> pd.DataFrame:
+    rows = budgets[(budgets["tier"] == tier) & (budgets["attack"] == "inverse_network")]
+    params = pd.DataFrame([json.loads(s) for s in rows["setting"]], index=rows.index)
+    return rows.join(params)
+
+
+def test_attack_budget_figure_a_panel_per_tier_a_line_per_other_parameter():
+    from test_report_search import AUX, WIDTHS, search_budgets
+    budgets = search_budgets()
+    fig = leakage_vs_attack_budget(budgets, "aux_size")   # the one searched attack
+    panels = _panels(fig)
+    assert list(panels) == ["low", "high"]   # in table order
+    for tier, ax in panels.items():
+        rows = _grid_rows(budgets, tier)
+        lines = _lines(ax)
+        assert list(lines) == [f"width={w}" for w in WIDTHS]   # by value, not text
+        for width in WIDTHS:
+            line = lines[f"width={width}"]
+            g = rows[rows["width"] == width].sort_values("aux_size")
+            assert line.lines[0].get_xdata().tolist() == list(AUX)
+            np.testing.assert_allclose(line.lines[0].get_ydata(), g["ssim"])
+            bars = [s[:, 1] for s in line.lines[2][0].get_segments()]
+            np.testing.assert_allclose(bars, g[["ssim_lo", "ssim_hi"]].to_numpy())
+        (star,) = [c for c in ax.collections if c.get_gid() == f"{WORST_GID}:{tier}"]
+        worst = rows[rows["worst"]]
+        np.testing.assert_allclose(star.get_offsets(),
+                                   worst[["aux_size", "ssim"]].to_numpy(float))
+        assert worst["ssim"].iloc[0] == rows["ssim"].max()
+    assert "lower = more private" in fig.axes[0].get_ylabel()
+    assert "aux_size" in fig.axes[0].get_xlabel()
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == [
+        *(f"width={w}" for w in WIDTHS), "kept in leakage.parquet (highest SSIM)"]
+    # along width: a line per aux_size, through the three widths
+    lines = _lines(_panels(leakage_vs_attack_budget(budgets, "width"))["low"])
+    assert list(lines) == [f"aux_size={a}" for a in AUX]
+    assert lines["aux_size=48"].lines[0].get_xdata().tolist() == list(WIDTHS)
+
+
+def test_attack_budget_figure_on_budget_columns_and_other_metrics():
+    from test_report_search import WIDTHS, search_budgets
+    budgets = search_budgets()
+    # aux_size alone fixes aux_images: it runs along x, the lines stay per width
+    ax = _panels(leakage_vs_attack_budget(budgets, "aux_images"))["low"]
+    assert list(_lines(ax)) == [f"width={w}" for w in WIDTHS]
+    # CPU time follows every parameter: a marker per grid point
+    ax = _panels(leakage_vs_attack_budget(budgets, "cpu_seconds"))["low"]
+    assert [len(c.lines[0].get_xdata()) for c in _lines(ax).values()] == [1] * 6
+    # another metric: its values, no interval recorded; the star stays on the
+    # point the records keep (highest SSIM), wherever its MSE lies
+    fig = leakage_vs_attack_budget(budgets, "width", leakage="mse")
+    ax = _panels(fig)["high"]
+    rows = _grid_rows(budgets, "high")
+    line = _lines(ax)["aux_size=24"]
+    np.testing.assert_allclose(
+        line.lines[0].get_ydata(),
+        rows[rows["aux_size"] == 24].sort_values("width")["mse"])
+    assert not line.has_yerr
+    (star,) = [c for c in ax.collections if c.get_gid() == f"{WORST_GID}:high"]
+    worst = rows[rows["worst"]]
+    np.testing.assert_allclose(star.get_offsets(),
+                               worst[["width", "mse"]].to_numpy(float))
+    assert "higher = more private" in fig.axes[0].get_ylabel()
+    # an unsearched attack: one marker per tier at its budget
+    ax = _panels(leakage_vs_attack_budget(budgets, "aux_images", attack="rmle"))["low"]
+    assert [c.lines[0].get_xdata().tolist() for c in _lines(ax).values()] == [[48]]
+
+
+def test_attack_budget_figure_with_a_failed_point_keeps_every_line():
+    from test_report_search import search_budgets
+    budgets = search_budgets()
+    failed = budgets[(budgets["tier"] == "high") & budgets["setting"].str.contains(
+        '"width":32') & ~budgets["worst"]].index[:1]
+    fig = leakage_vs_attack_budget(budgets.drop(index=failed), "aux_size")
+    high = _lines(_panels(fig)["high"])
+    assert len(high["width=32"].lines[0].get_xdata()) == 1
+    assert len(fig.legends[0].get_texts()) == 4
+
+
+def test_attack_budget_figure_names_what_it_can_draw():
+    from test_report_search import search_budgets
+    budgets = search_budgets()
+    with pytest.raises(ValueError) as err:
+        leakage_vs_attack_budget(budgets, "depth")
+    for name in ("x='depth'", "aux_size", "width", "aux_images", "cpu_seconds"):
+        assert name in str(err.value)
+    with pytest.raises(ValueError, match=r"leakage='ssim_lo'.*'nn_ident'"):
+        leakage_vs_attack_budget(budgets, "width", leakage="ssim_lo")
+    with pytest.raises(ValueError, match=r"attack='nope'.*'rmle'"):
+        leakage_vs_attack_budget(budgets, "width", attack="nope")
+    with pytest.raises(ValueError, match="'rmle' searched"):
+        leakage_vs_attack_budget(budgets, "width", attack="rmle")
+    twice = pd.concat([budgets, budgets.assign(attack="inverse_network_2")])
+    with pytest.raises(ValueError, match=r"pass attack=.*'inverse_network_2'"):
+        leakage_vs_attack_budget(twice, "width")
+    with pytest.raises(ValueError, match="attack_budgets is empty"):
+        leakage_vs_attack_budget(budgets.iloc[:0], "width")
+    named = budgets.assign(setting=budgets["setting"].str.replace(
+        '"width":8', '"width":"small"'))
+    with pytest.raises(ValueError, match=r"x='width' takes values that are not num"):
+        leakage_vs_attack_budget(named, "width")

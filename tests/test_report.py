@@ -289,7 +289,8 @@ def test_compare_two_runs(tmp_path):
 
 @pytest.mark.parametrize("name", ["analysis", "analysis.figures", "analysis.rundir",
                                   "analysis.report", "analysis.compare",
-                                  "analysis.tables", "analysis.fleet"])
+                                  "analysis.tables", "analysis.fleet",
+                                  "analysis.search"])
 def test_every_public_name_exists(name):
     import importlib
     module = importlib.import_module(name)

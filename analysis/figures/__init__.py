@@ -12,6 +12,7 @@ from analysis.figures.budget import (binned_trend, default_leakage,
 from analysis.figures.frontier import pareto_front, privacy_utility_frontier
 from analysis.figures.images import reconstruction_grid
 from analysis.figures.participation import participation_bars
+from analysis.figures.search import leakage_vs_attack_budget
 from analysis.figures.tiers import tier_bars, training_curves
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "default_leakage",
     "figure_png",
     "information_vs_budget",
+    "leakage_vs_attack_budget",
     "leakage_vs_budget",
     "pareto_front",
     "participation_bars",

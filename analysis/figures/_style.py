@@ -63,6 +63,13 @@ _PLAIN = {
     "busy_s": ("Virtual seconds busy training", "summed over the rounds"),
     "rounds_completed": ("Rounds completed (accepted)", "per device"),
     "rounds_straggled": ("Rounds straggled (past the deadline)", "per device"),
+    # the attacker's budget (attack_budgets)
+    "aux_size": ("Auxiliary images (aux_size)", "the first of the attacker's data"),
+    "aux_images": ("Auxiliary images the attack used", "attacker's budget"),
+    "oracle_queries": ("Queries to the victim's edge", "images sent through it"),
+    "optimisation_steps": ("Optimisation steps of the attack",
+                           "updates of every optimiser it ran"),
+    "cpu_seconds": ("Attack CPU seconds", "the attack unit's worker"),
 }
 _STATS = ("_mean", "_lo", "_hi", "_pooled")
 
@@ -79,7 +86,7 @@ def describe(column: str) -> tuple[str, str, str | None]:
     if base in _PLAIN:
         return (*_PLAIN[base], None)
     for metric, (label, convention) in _LEAKAGE.items():
-        if base.startswith(f"{metric}_"):
+        if base == metric or base.startswith(f"{metric}_"):
             return label, convention, metric
     return column, "", None
 

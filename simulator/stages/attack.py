@@ -1,11 +1,14 @@
 """Stage ``attack``: the curious cloud attacks what it logged, one unit at a time.
 
-A unit is one attack (or the information metrics) against one tier. Units run on Ray
-workers that each reserve one CPU and use one torch thread, so attacks never fight for
-a core and give the same numbers wherever they run; each finished unit is written to
-``stages/attack/<tier>/<attack>.npz`` at once, so a resumed run redoes only unfinished
-units. A worker that dies is retried once on a fresh one; a unit that dies twice is
-recorded as failed (``<attack>.failed.json`` and the manifest) and the others complete.
+A unit is one attack (or the information metrics) against one tier; an attack with a
+``search`` grid (:mod:`simulator.search`) gives one unit per grid point. Units run on
+Ray workers that each reserve one CPU and use one torch thread, so attacks never fight
+for a core and give the same numbers wherever they run; each finished unit is written
+to ``stages/attack/<tier>/<attack>.npz`` (a grid point: ``<attack>-<key>.npz``, the
+key a short hash of its setting) at once, with what the attacker spent, so a resumed
+run redoes only unfinished units. A worker that dies is retried once on a fresh one; a
+unit that dies twice is recorded as failed (``<attack>.failed.json`` and the manifest)
+and the others complete.
 ``siftsim attack RUN_DIR`` runs this same stage.
 """
 
@@ -25,6 +28,7 @@ from simulator.engine.observations import TierObservations
 from simulator.engine.workspace import Workspace
 from simulator.faults import FaultPlan, SimulatedCrash, die, mark_actor_process
 from simulator.records import read_checkpoints, read_observations, write_atomic
+from simulator.search import grid, point_spec, setting_key, setting_text
 from simulator.stages.context import RunContext
 
 __all__ = ["INFORMATION", "Unit", "attack", "load_unit", "units"]
@@ -36,34 +40,55 @@ INFORMATION = "information"   # the unit of a tier's information metrics
 class Unit:
     tier: str
     label: str   # an attack label, or INFORMATION
+    setting: tuple[tuple[str, Any], ...] = ()   # a grid point's values; () unsearched
+    point: int = 0                              # its index in the attack's grid
+
+    @property
+    def stem(self) -> str:
+        """The unit's file name without suffix (unsearched: the label, as always)."""
+        return f"{self.label}-{setting_key(dict(self.setting))}" if self.setting \
+            else self.label
 
     def __str__(self) -> str:
-        return f"{self.label} on tier {self.tier}"
+        at = f" [{setting_text(dict(self.setting))}]" if self.setting else ""
+        return f"{self.label}{at} on tier {self.tier}"
 
 
 def units(ws: Workspace, tiers: list[str]) -> list[Unit]:
-    """Every unit of the scenario's adversary, tier by tier."""
+    """Every unit of the scenario's adversary, tier by tier (grid points in order)."""
     adv = ws.scenario.adversary
-    labels = [a.label or a.name for a in adv.attacks]
+    per_tier = [(a.label or a.name, tuple(s.items()), i)
+                for a in adv.attacks for i, s in enumerate(grid(a))]
     if adv.information.enabled:
-        labels.append(INFORMATION)
-    return [Unit(t, label) for t in tiers for label in labels]
+        per_tier.append((INFORMATION, (), 0))
+    return [Unit(t, label, setting, point) for t in tiers
+            for label, setting, point in per_tier]
 
 
-def _spec(ws: Workspace, label: str) -> Any:
-    return next(a for a in ws.scenario.adversary.attacks if (a.label or a.name) == label)
+def _spec(ws: Workspace, unit: Unit) -> Any:
+    """The unit's attack spec; a grid point's has the point's values set."""
+    spec = next(a for a in ws.scenario.adversary.attacks
+                if (a.label or a.name) == unit.label)
+    return point_spec(spec, dict(unit.setting)) if unit.setting else spec
 
 
 def _run_unit(ws: Workspace, edges: dict, cloud: dict, evaluator: dict, unit: Unit,
               obs: TierObservations, attempt: int) -> AttackResult | dict[str, Any]:
-    """One unit, in whichever process runs it (the injected fault strikes here)."""
+    """One unit, in whichever process runs it (the injected fault strikes here).
+
+    An attack's result carries the worker's CPU-seconds for the whole unit (building
+    the adversary, the attack, scoring): what this point of the grid cost.
+    """
     if FaultPlan(ws.scenario.faults, ws.scenario.seed).adversary_dies(
-            unit.tier, unit.label, attempt):
+            unit.tier, unit.label, attempt, unit.point):
         die(f"adversary ({unit})")
+    cpu = time.process_time()
     adversary = Adversary(ws, edges, cloud, evaluator)
     if unit.label == INFORMATION:
         return adversary.information(unit.tier, obs)
-    return adversary.attack(unit.tier, _spec(ws, unit.label), obs)
+    result = adversary.attack(unit.tier, _spec(ws, unit), obs)
+    result.budget["cpu_seconds"] = time.process_time() - cpu
+    return result
 
 
 def _ray_unit(*args: Any) -> Any:
@@ -80,7 +105,7 @@ def _ray_evaluator(ws: Workspace) -> dict[str, torch.Tensor]:
 # -- unit files ---------------------------------------------------------------------
 
 def _unit_path(ctx: RunContext, unit: Unit, suffix: str) -> Path:
-    return ctx.folder("attack", unit.tier) / f"{unit.label}{suffix}"
+    return ctx.folder("attack", unit.tier) / f"{unit.stem}{suffix}"
 
 
 def _save_unit(ctx: RunContext, unit: Unit, result: AttackResult | dict) -> None:
@@ -89,7 +114,8 @@ def _save_unit(ctx: RunContext, unit: Unit, result: AttackResult | dict) -> None
         write_atomic(_unit_path(ctx, unit, ".json"), lambda p: p.write_text(text))
         return
     arrays = {**{f"images::{k}": v for k, v in result.images.items()},
-              **{f"recon::{k}": v for k, v in result.reconstructions.items()}}
+              **{f"recon::{k}": v for k, v in result.reconstructions.items()},
+              **{f"budget::{k}": np.float64(v) for k, v in result.budget.items()}}
 
     def write(p: Path) -> None:
         with open(p, "wb") as fh:
@@ -110,7 +136,9 @@ def load_unit(ctx: RunContext, unit: Unit) -> AttackResult | dict | None:
         for k in data.files:
             group, name = k.split("::")
             part[group][name] = data[k]
-    return AttackResult(unit.label, part.get("images", {}), part.get("recon", {}))
+    budget = {k: float(v) for k, v in part.get("budget", {}).items()}
+    return AttackResult(unit.label, part.get("images", {}), part.get("recon", {}),
+                        budget)
 
 
 def failed_reason(ctx: RunContext, unit: Unit) -> str | None:
@@ -155,10 +183,13 @@ def _finished(ctx: RunContext, unit: Unit, result: Any, done: int, total: int) -
 
 
 def _give_up(ctx: RunContext, unit: Unit, reason: str, done: int, total: int) -> None:
-    text = json.dumps({"tier": unit.tier, "attack": unit.label, "reason": reason})
+    # a grid point's failure names its setting; an unsearched one is recorded as before
+    point = {"setting": setting_text(dict(unit.setting))} if unit.setting else {}
+    text = json.dumps({"tier": unit.tier, "attack": unit.label, **point,
+                       "reason": reason})
     write_atomic(_unit_path(ctx, unit, ".failed.json"), lambda p: p.write_text(text))
     ctx.recorder.record_failures([{"stage": "attack", "kind": "adversary",
-                                   "tier": unit.tier, "attack": unit.label,
+                                   "tier": unit.tier, "attack": unit.label, **point,
                                    "reason": reason}])
     ctx.progress("fault", done, total, f"{unit} failed twice ({reason}): recorded as "
                  "failed; the other attacks continue")
