@@ -286,16 +286,22 @@ def test_proxy_decoder_learns_and_is_not_deployed(name: str) -> None:
     assert any(p.grad is not None for p in edge.deployed_parameters())
 
 
-def test_disco_prunes_channels_at_inference_only() -> None:
+def test_disco_prunes_the_same_share_in_training_and_at_inference() -> None:
     defense, edge, _ = build("disco", {"ratio": 0.5})
     x, _ = make_data(8, 1)
     with torch.no_grad():
         train_out = edge.train()(x)
         eval_out = edge.eval()(x)
     channels = eval_out.shape[1]
-    alive = eval_out.abs().flatten(2).sum(2) > 0
-    assert (alive.sum(1) <= channels - round(0.5 * channels)).all()
-    assert (train_out.abs().flatten(2).sum(2) > 0).sum(1).max() > alive.sum(1).max()
+    keep = channels - round(0.5 * channels)
+    for out in (train_out, eval_out):   # the cloud trains on what it will be sent
+        alive = out.abs().flatten(2).sum(2) > 0
+        assert (alive.sum(1) <= keep).all() and alive.sum(1).max() > 0
+    # the pruner still learns: its scores get a gradient through the kept channels
+    edge.train()
+    edge(x).sum().backward()
+    grads = [p.grad for p in edge.head.parameters()]
+    assert all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0
 
 
 # -- SiftFunnel ------------------------------------------------------------------------
@@ -549,3 +555,17 @@ def test_pearson_estimator_option_and_validation() -> None:
         DEFENSES.create("siftfunnel", {"pearson_estimator": "unbiased"})
     tiny = torch.rand(4, 3, 1, 2, requires_grad=True)  # r = +-1 on 2 positions
     assert pearson_loss(tiny, "adjusted").item() == 0.0
+
+
+def test_vib_head_sees_the_feature_in_units_of_its_rms() -> None:
+    # Same mu and sigma for a feature and that feature 100x smaller: the prior's scale
+    # means the same whatever the encoder's output scale.
+    defense = DEFENSES.create("vib", {})
+    edge = defense.wrap_edge(torch.nn.Identity(), (4, 4, 4))
+    z = torch.randn(6, 4, 4, 4, generator=gen(3))
+    with torch.no_grad():
+        big, small = edge(z), edge(0.01 * z)
+    torch.testing.assert_close(big, small)
+    torch.testing.assert_close(edge.head.last_stats[1],
+                               F.softplus(edge.head.raw(z / z.flatten(1).pow(2).mean(1)
+                                                       .sqrt().view(-1, 1, 1, 1)) - 5.0))

@@ -17,9 +17,12 @@ class ChannelPruner(nn.Module):
     """Predicts a per-sample, per-channel mask from ``z`` and applies it.
 
     Conv3x3 (C -> hidden) + ReLU -> global average pool -> Linear (hidden -> C) ->
-    sigmoid gives soft scores ``m`` in (0, 1). In training mode the output is
-    ``z * m``; in eval mode only the ``keep`` highest-scoring channels of each sample
-    survive (``z * m * top_k(m)``), the others are zeroed.
+    sigmoid gives soft scores ``m`` in (0, 1). Only the ``keep`` highest-scoring
+    channels of each sample survive (``z * m * top_k(m)``), the others are zeroed, in
+    training as at inference: the cloud learns on the features it will be sent (with
+    soft masks in training and the cut only at inference, the quickstart's plain-cut
+    tier fell from 0.98 to 0.23 accuracy). The pruner learns through the scores of the
+    channels it keeps.
     """
 
     def __init__(self, channels: int, hidden: int, ratio: float) -> None:
@@ -31,7 +34,7 @@ class ChannelPruner(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         m = torch.sigmoid(self.net(z))
-        if not self.training and self.keep < m.shape[1]:
+        if self.keep < m.shape[1]:
             top = m.topk(self.keep, dim=1).indices
             m = m * torch.zeros_like(m).scatter_(1, top, 1.0)
         return z * m[:, :, None, None]
@@ -43,8 +46,8 @@ class Disco(Defense):
     Obfuscation for deep neural networks", CVPR 2021, https://arxiv.org/abs/2012.11025).
 
     A small pruner network on the edge (the head) predicts soft channel masks from
-    ``z``; at inference the fraction ``ratio`` of lowest-scoring channels of each sample
-    is removed. As in :class:`~strategies.defenses.adversarial.AdversarialTraining`, a
+    ``z``; the fraction ``ratio`` of lowest-scoring channels of each sample is removed
+    (in training too, see :class:`ChannelPruner`). As in :class:`~strategies.defenses.adversarial.AdversarialTraining`, a
     proxy decoder in ``training_only`` is trained one step per :meth:`edge_loss` call,
     which returns ``-lam * MSE(proxy(z), x)``; the cloud keeps cross-entropy, so the
     pruner learns to drop the channels that help reconstruction but not the task.

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from strategies.defenses._common import attach_scale, attached_scale, gaussian_like
+from strategies.defenses._common import (attach_scale, attached_scale, gaussian_like,
+                                        noise_unit)
 from strategies.defenses.base import DEFENSES, DefendedEdge, Defense
 from strategies.registry import PluginParams
 
@@ -18,6 +19,11 @@ __all__ = ["VIB", "VIBHead"]
 
 class VIBHead(nn.Module):
     """Maps ``z`` to ``mu`` and ``sigma = softplus(raw - 5)`` with 1x1 convolutions.
+
+    The convolutions see ``z`` divided by each sample's RMS (detached): the prior
+    N(0, 1) fixes the scale of ``mu`` and ``sigma``, and an encoder whose output is
+    ~0.01 (the quickstart's funnels) would otherwise start with ``mu`` all bias and no
+    signal, which the KL term then drowns in unit noise (accuracy 0.28 on the low tier).
 
     ``forward`` returns ``mu`` (a view carrying ``sigma``) and remembers ``(mu, sigma)``
     of the *last* forward in ``last_stats`` for the KL term of :meth:`VIB.edge_loss`.
@@ -31,6 +37,7 @@ class VIBHead(nn.Module):
         self.last_stats: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        z = z / noise_unit(z, "relative").clamp_min(1e-12)
         mu = self.mu(z)
         # The -5 shift starts sigma near 0.007: early training is nearly deterministic.
         sigma = F.softplus(self.raw(z) - 5.0)
