@@ -59,3 +59,17 @@ if os.environ.get("CI"):
     from hypothesis import settings
     settings.register_profile("ci", derandomize=True, deadline=None)
     settings.load_profile("ci")
+
+
+@pytest.fixture
+def stop_at():
+    """``stop_at(phase, at)``: a progress callback that interrupts the run (as SIGINT
+    would) when ``phase`` reports step ``at``."""
+    from simulator.interrupt import RunInterrupted
+
+    def make(phase: str, at: int):
+        def progress(step: str, done: int, total: int, note: str = "") -> None:
+            if step == phase and done == at:
+                raise RunInterrupted(f"test stop at {phase} {done}")
+        return progress
+    return make

@@ -156,24 +156,13 @@ def test_a_dead_adversary_is_retried_once_then_recorded(smoke_raw, tmp_path, cle
     assert (failed / "stages" / "attack" / "small" / "inverse_network.failed.json").is_file()
 
 
-class _StopAt:
-    """A progress callback that interrupts the run at a given step of a phase."""
-
-    def __init__(self, phase: str, at: int) -> None:
-        self.phase, self.at = phase, at
-
-    def __call__(self, phase: str, done: int, total: int, note: str = "") -> None:
-        if phase == self.phase and done == self.at:
-            raise RunInterrupted(f"test stop at {phase} {done}")
-
-
 @pytest.mark.parametrize("phase,at", [("train", 2), ("attack", 1)])
 def test_an_interrupted_run_resumes_to_the_same_records(smoke_raw, tmp_path, clean,
-                                                        phase, at):
+                                                        phase, at, stop_at):
     raw = _small(smoke_raw)
     path = tmp_path / "run"
     with pytest.raises(RunInterrupted):
-        _run(raw, path, progress=_StopAt(phase, at))
+        _run(raw, path, progress=stop_at(phase, at))
     m = _manifest(path)
     assert m["status"] == "interrupted"
     assert ("train" in m["stages"]) == (phase == "attack")

@@ -230,23 +230,12 @@ def test_a_searched_attack_records_every_point_and_its_worst(plain, searched, po
                                   _leakage(plain, "query_free"))
 
 
-class _StopAt:
-    """A progress callback that interrupts at a given step of a phase."""
-
-    def __init__(self, phase: str, at: int) -> None:
-        self.phase, self.at = phase, at
-
-    def __call__(self, phase: str, done: int, total: int, note: str = "") -> None:
-        if phase == self.phase and done == self.at:
-            raise RunInterrupted(f"test stop at {phase} {done}")
-
-
 def test_a_resumed_search_redoes_only_the_points_not_finished(plain, searched, pool,
-                                                              tmp_path):
+                                                              tmp_path, stop_at):
     path = tmp_path / "run"
     shutil.copytree(plain, path)
     with pytest.raises(RunInterrupted):
-        attack_run(path, [_search(pool)], progress=_StopAt("attack", 2),
+        attack_run(path, [_search(pool)], progress=stop_at("attack", 2),
                    executor="local")
     finished = {p: p.stat().st_mtime_ns
                 for p in (path / "stages" / "attack").rglob("*.npz")}
