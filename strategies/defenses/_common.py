@@ -6,7 +6,7 @@ plug-in, and nothing here is registered.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +20,8 @@ from strategies.registry import PluginParams
 __all__ = [
     "PROXY_KEY", "DcorEstimator", "PearsonEstimator", "ProxyDecoder", "ProxyParams",
     "adversarial_term", "attach_scale", "attached_scale", "build_proxy", "dcor_loss",
-    "NoiseUnits", "gaussian_like", "image_channels", "laplace_like", "noise_unit", "pearson_loss", "proxy_error",
+    "NoiseUnits", "gaussian_like", "image_channels", "laplace_like", "noise_unit",
+    "noise_units_field", "pearson_loss", "proxy_error",
     "proxy_step", "smooth_labels", "smoothed_kl",
 ]
 
@@ -122,6 +123,12 @@ def pearson_loss(z: torch.Tensor, estimator: PearsonEstimator,
 NoiseUnits = Literal["relative", "absolute"]
 """What a noise scale of 1 means: ``"relative"``, each sample's feature RMS;
 ``"absolute"``, one unit of the feature."""
+
+
+def noise_units_field(default: NoiseUnits = "relative") -> Any:
+    """The ``units`` parameter of a noise defense (see :func:`noise_unit`)."""
+    return Field(default, description="noise scale unit: 'relative' (each sample's "
+                 "feature RMS) or 'absolute' (the feature's own)")
 
 
 def noise_unit(z: torch.Tensor, units: NoiseUnits) -> torch.Tensor | float:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from strategies.defenses._common import NoiseUnits, gaussian_like, noise_unit
+from strategies.defenses._common import (NoiseUnits, gaussian_like, noise_unit,
+                                        noise_units_field)
 from strategies.defenses.base import DEFENSES, DefendedEdge, Defense
 from strategies.registry import PluginParams
 
@@ -111,9 +112,7 @@ class CEM(Defense):
                            description="weight of the entropy-bound term")
         sigma: float = Field(0.05, ge=0.0, le=100.0,
                              description="std of the Gaussian noise on the feature")
-        units: NoiseUnits = Field(
-            "absolute", description="noise scale unit: 'absolute' (the feature's) or "
-            "'relative' (each sample's feature RMS)")
+        units: NoiseUnits = noise_units_field("absolute")
         clusters: int = Field(4, ge=1, le=1024,
                               description="mixture components fitted per batch")
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from strategies.defenses._common import NoiseUnits, gaussian_like, noise_unit
+from strategies.defenses._common import (NoiseUnits, gaussian_like, noise_unit,
+                                        noise_units_field)
 from strategies.defenses.base import DEFENSES, Defense
 from strategies.registry import PluginParams
 
@@ -27,9 +28,7 @@ class GaussianNoise(Defense):
     class Params(PluginParams):
         sigma: float = Field(0.8, ge=0.0, le=100.0,
                              description="standard deviation of the added noise")
-        units: NoiseUnits = Field(
-            "relative", description="noise scale unit: 'relative' (each sample's "
-            "feature RMS) or 'absolute'")
+        units: NoiseUnits = noise_units_field()
 
     params: Params
 

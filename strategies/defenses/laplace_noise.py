@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from strategies.defenses._common import NoiseUnits, laplace_like, noise_unit
+from strategies.defenses._common import (NoiseUnits, laplace_like, noise_unit,
+                                        noise_units_field)
 from strategies.defenses.base import DEFENSES, Defense
 from strategies.registry import PluginParams
 
@@ -25,9 +26,7 @@ class LaplaceNoise(Defense):
     class Params(PluginParams):
         scale: float = Field(0.5, ge=0.0, le=100.0,
                              description="Laplace scale b of the added noise")
-        units: NoiseUnits = Field(
-            "relative", description="noise scale unit: 'relative' (each sample's "
-            "feature RMS) or 'absolute'")
+        units: NoiseUnits = noise_units_field()
 
     params: Params
 

@@ -7,7 +7,7 @@ from pydantic import Field
 from torch import nn
 
 from strategies.defenses._common import (NoiseUnits, attach_scale, attached_scale,
-                                        laplace_like, noise_unit)
+                                        laplace_like, noise_unit, noise_units_field)
 from strategies.defenses.base import DEFENSES, DefendedEdge, Defense
 from strategies.registry import PluginParams
 
@@ -68,9 +68,7 @@ class Shredder(Defense):
                              description="Laplace scale b of the initial noise tensor")
         lam: float = Field(0.1, ge=0.0, le=100.0,
                            description="weight of the noise-magnitude reward")
-        units: NoiseUnits = Field(
-            "relative", description="noise scale unit: 'relative' (each sample's "
-            "feature RMS) or 'absolute'")
+        units: NoiseUnits = noise_units_field()
 
     params: Params
 
