@@ -27,6 +27,7 @@ _EXPORTS = {
     "stragglers": "analysis.fleet",
     "search_table": "analysis.search",
     "searched_attacks": "analysis.search",
+    "matched_accuracy": "analysis.matched",
     "information_vs_budget": "analysis.figures",
     "leakage_vs_attack_budget": "analysis.figures",
     "leakage_vs_budget": "analysis.figures",

@@ -14,10 +14,11 @@ import pandas as pd
 
 from analysis import figures as F
 from analysis._render import Document
+from analysis.matched import MATCHED, TOO_WEAK, can_match, matched_accuracy
 from analysis.report import CONVENTIONS
 from analysis.rundir import (Run, attacks_in, load_run, load_sweep, load_sweep_leakage,
                              sweep_axes)
-from analysis.tables import collapse_note, leakage_table, tier_summary
+from analysis.tables import collapse_note, leakage_table, tier_summary, with_ci
 
 __all__ = ["build_sweep_report", "compare_runs", "write_comparison",
            "write_sweep_report"]
@@ -142,6 +143,8 @@ def build_sweep_report(table: pd.DataFrame, title: str = "sweep",
     attacked = bool(attacks_in(leakage))
     if attacked:
         doc.table(leakage_table(leakage), "Leakage per point, tier and attack")
+    if can_match(table):
+        _matched_section(doc, table)
     doc.heading("Figures")
     group = axes[0] if axes else "point"
     if attacked:
@@ -150,6 +153,54 @@ def build_sweep_report(table: pd.DataFrame, title: str = "sweep",
     doc.heading("Metric conventions")
     doc.definitions(CONVENTIONS)
     return doc
+
+
+_MATCHED_LABELS = {"ssim": "SSIM", "attack_acc": "attack acc", "nn_ident": "NN ident"}
+
+
+def _matched_section(doc: Document, table: pd.DataFrame) -> None:
+    """Each defense's worst-case leakage at the undefended accuracy minus 1, 3, 5
+    points (:func:`analysis.matched.matched_accuracy`)."""
+    doc.heading("Privacy at matched accuracy")
+    try:
+        frame = matched_accuracy(table)
+    except ValueError as err:
+        doc.note(f"Not computed: {err}")
+        return
+    doc.paragraph(
+        "Per tier, each defense's points (its strengths) sorted by accuracy; at the "
+        "accuracy of the undefended point minus k points, the worst-case leakage of "
+        "the two points that bracket it, interpolated linearly in accuracy. "
+        "'cannot reach': even its weakest setting costs more than k points; 'range "
+        "too weak': even its strongest costs less, the values shown are those of its "
+        "strongest setting (at 'accuracy of values'), not a match. Failed and "
+        "collapsed points are left out. Intervals: "
+        + "; ".join(frame.attrs.get("interval_notes", [])) + "; a replicate whose "
+        "resampled range misses its own target is left out of a matched interval "
+        "('replicates in CI').")
+    doc.table(_matched_view(frame), "Worst-case leakage at matched accuracy "
+              "(accuracy cost k in points)")
+
+
+def _matched_view(frame: pd.DataFrame) -> pd.DataFrame:
+    columns = list(frame.columns)
+    keys = columns[:columns.index("defense")]  # other axes, when the sweep has them
+    out = frame[[*keys, "defense", "tier", "drop"]].rename(columns={"drop": "k"})
+    out["target accuracy"] = frame["target_accuracy"]
+    out["status"] = frame["status"]
+    out["points"] = frame["points"]
+    out["settings"] = [" .. ".join(dict.fromkeys(s for s in pair if s)) or "-"
+                       for pair in zip(frame["lower_setting"], frame["upper_setting"],
+                                       strict=True)]
+    shown = frame["status"].isin([MATCHED, TOO_WEAK])
+    out["accuracy of values"] = frame["reached_accuracy"].where(shown)
+    for metric in frame.attrs.get("metrics", []):
+        col = f"{metric}_worst_case"
+        out[f"{_MATCHED_LABELS.get(metric, metric)} worst case (95% CI)"] = [
+            with_ci(*v) for v in zip(frame[col], frame[f"{col}_lo"],
+                                     frame[f"{col}_hi"], strict=True)]
+    out["replicates in CI"] = frame["replicates_used"]  # those that matched too
+    return out
 
 
 def _leakage_vs_budget(doc: Document, frame: pd.DataFrame, group: str) -> None:

@@ -185,13 +185,15 @@ def load_sweep(path: str | Path) -> pd.DataFrame:
     """The ``sweep.parquet`` table of a sweep directory (one row per point and tier).
 
     The axis paths (from ``sweep.json``) are kept in ``table.attrs["axes"]``; see
-    :func:`sweep_axes`.
+    :func:`sweep_axes`; the directory in ``table.attrs["path"]`` (where a moved
+    folder's points are found by name).
     """
     path = Path(path)
     if not path.is_dir():
         raise RunDirectoryError(f"sweep directory {path} does not exist")
     table = _read_table(path, "sweep", "the sweep has not finished its first point; "
                         "rerun `siftsim sweep SCENARIO`")
+    table.attrs["path"] = str(path)
     try:
         record = json.loads((path / "sweep.json").read_text())
         table.attrs["axes"] = [str(a) for a in record.get("axes", [])]

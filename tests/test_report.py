@@ -290,7 +290,7 @@ def test_compare_two_runs(tmp_path):
 @pytest.mark.parametrize("name", ["analysis", "analysis.figures", "analysis.rundir",
                                   "analysis.report", "analysis.compare",
                                   "analysis.tables", "analysis.fleet",
-                                  "analysis.search"])
+                                  "analysis.search", "analysis.matched"])
 def test_every_public_name_exists(name):
     import importlib
     module = importlib.import_module(name)
@@ -354,7 +354,8 @@ def test_reports_on_a_tiny_real_sweep(smoke_raw, tmp_path):
     html = html_path.read_text()
     assert "did not complete" not in html and "skipped" not in html
     for words in ("Leakage vs edge budget (macs) per tier", "Privacy-utility frontier",
-                  "gaussian_noise", "small", "large"):
+                  "gaussian_noise", "small", "large", "Privacy at matched accuracy",
+                  "paired bootstrap over"):
         assert words in html, words
     assert len(_img_sources(html)) == 4 and md_path.is_file()
     point_html, _ = write_report(folder / "p001")

@@ -227,7 +227,8 @@ def test_points_run_as_ray_tasks_with_the_same_records(tmp_path):
     assert np.isfinite(table["accuracy_mean"]).all()
 
 
-@pytest.mark.parametrize("name", ["defenses_mnist.yaml", "siftfunnel_ablation.yaml"])
+@pytest.mark.parametrize("name", ["defenses_mnist.yaml", "siftfunnel_ablation.yaml",
+                                  "defenses_frontier_mnist.yaml"])
 def test_shipped_sweeps_expand(name):
     raw = yaml.safe_load((REPO / "scenarios" / name).read_text())
     points = expand_sweep(raw, name)
