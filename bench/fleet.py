@@ -23,6 +23,11 @@ trained (forward, backward, optimiser step) and served (forward) at a saturating
 in one process, per rung, weighted by the samples each rung processed::
 
     python bench/fleet.py --scaling scenarios/fleet_10k.yaml --devices 1000 3000 10000
+
+``--full`` runs one scenario as ``siftsim run`` does (Flower + Ray, attack stage
+included) and checks it against a time and a memory target::
+
+    python bench/fleet.py --full scenarios/fleet_10k.yaml --minutes 20 --gigabytes 8
 """
 
 from __future__ import annotations
@@ -127,11 +132,32 @@ def _child(mode: str, scenario: str, out: str, overrides: list[str],
     from simulator.engine.local import run_locally
     from simulator.loading import load_scenario
     from simulator.run import run_scenario
-    sc = load_scenario(scenario, [*overrides, "adversary.enabled=false"])
+    sc = load_scenario(scenario, overrides if mode == "full"
+                       else [*overrides, "adversary.enabled=false"])
     if mode == "reference":
         Path(out).write_text(json.dumps(_reference(sc)))
         return
     run_scenario(sc, out, transport_factory=run_locally if mode == "bare" else None)
+
+
+def full(scenario: str, overrides: list[str], minutes: float, gigabytes: float) -> None:
+    """The scenario as ``siftsim run`` runs it (Flower + Ray, the adversary's attack
+    stage included): seconds per stage, peak memory of the process tree, the targets."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run"
+        row = _measure(scenario, "full", overrides, out)
+        stages = json.loads((out / "manifest.json").read_text())["stages"]
+    seconds = {s: stages[s]["seconds"] for s in ("train", "deploy", "infer", "attack")
+               if s in stages}
+    total = sum(seconds.values())
+    print(f"{Path(scenario).stem}: {row['devices']} devices on {row['nodes']} Flower "
+          "nodes; " + ", ".join(f"{s} {v:.0f} s" for s, v in seconds.items())
+          + f" (setup {row['setup']:.0f} s)")
+    print(f"train + infer + attack {total / 60:.1f} min (target <= {minutes:g}: "
+          f"{'met' if total <= 60 * minutes else 'NOT met'}); peak memory of the "
+          f"process tree {row['peak_gb']:.2f} GB (target <= {gigabytes:g}: "
+          f"{'met' if row['peak_gb'] <= gigabytes else 'NOT met'}); mean device "
+          f"accuracy {row['accuracy']:.3f}", flush=True)
 
 
 def _reference(sc, batches=(64, 256, 1024), seconds: float = 2.0) -> dict:
@@ -237,6 +263,11 @@ def main() -> None:
                         help="one fleet scenario at --devices sizes (see above)")
     parser.add_argument("--devices", type=int, nargs="+", default=[1000, 3000, 10000])
     parser.add_argument("--engine", choices=["bare", "flower"], default="bare")
+    parser.add_argument("--full", action="store_true",
+                        help="one scenario as `siftsim run` runs it, attacks included, "
+                             "against --minutes and --gigabytes")
+    parser.add_argument("--minutes", type=float, default=20.0)
+    parser.add_argument("--gigabytes", type=float, default=8.0)
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads per process (--scaling: default 1)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -244,6 +275,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         _child(args.child, args.scenarios[0], args.out, args.set, args.threads)
+        return
+    if args.full:
+        full(args.scenarios[0] if args.scenarios != DEFAULT else "scenarios/fleet_10k.yaml",
+             args.set, args.minutes, args.gigabytes)
         return
     if args.scaling:
         scenario = args.scenarios[0] if args.scenarios != DEFAULT else \

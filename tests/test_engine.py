@@ -118,7 +118,7 @@ class _CountingPenalty:
 
 @pytest.mark.parametrize("weight", [0.0, 0.5, 1.0])
 def test_device_step_scales_the_edge_loss_by_the_warmup_weight(weight):
-    from simulator.engine.device import _device_step
+    from simulator.engine.cohort_edges import device_step
     torch.manual_seed(0)
     edge = torch.nn.Linear(3, 2)
     x = torch.randn(4, 3)
@@ -126,7 +126,7 @@ def test_device_step_scales_the_edge_loss_by_the_warmup_weight(weight):
     penalty = _CountingPenalty()
     opt = torch.optim.SGD(edge.parameters(), lr=0.0)  # keep the weights: compare grads
     z = edge(x)
-    _device_step(penalty, edge, opt, x, z, grad_z, weight)
+    device_step(penalty, edge, opt, x, z, grad_z, weight)
     got = edge.weight.grad.clone()
     expected = torch.autograd.grad(edge(x), edge.weight, grad_z)[0]
     if weight > 0:
@@ -146,3 +146,131 @@ def test_edge_loss_warmup_schedule_is_recorded_per_round(smoke_raw):
                                  TrainState.initial(ws, edges, cloud_state), _quiet)
     weights = pd.DataFrame(outcome.rounds).groupby("round")["edge_loss_weight"].first()
     assert weights.tolist() == [0.0, 0.5, 1.0, 1.0]
+
+
+# -- cohort speed paths: the same arithmetic as one device at a time ----------------------
+
+def _cohort(smoke_raw, defense="none", optimizer=None, batch_size=16):
+    from simulator.engine.device import TrainJob
+    smoke_raw["tiers"][0].update(count=6, defense={"name": defense})
+    smoke_raw["training"].update(batch_size=batch_size, local_steps=3)
+    smoke_raw["partition"] = {"scheme": "dirichlet", "alpha": 1.0, "min_samples": 4}
+    if optimizer:
+        smoke_raw["training"]["optimizer"] = optimizer
+    ws = build_workspace(validate_scenario(smoke_raw))
+    kit = ModelKit(ws)
+    edges, _ = kit.initial_states()
+    ids = tuple(d.device_id for d in ws.population.devices if d.tier == "small")
+    return ws, kit, TrainJob(rnd=1, node=0, tier="small", device_ids=ids,
+                             edge_state=edges["small"])
+
+
+def _square_loss_exchange(rnd, node, tier, z, y, device_ids, samples, sizes):
+    """A stand-in cloud: each device's loss is mean(z^2) over its batch."""
+    bounds = np.cumsum([0, *sizes])
+    grads = np.concatenate([2 * z[a:b] / (b - a) for a, b in zip(bounds, bounds[1:])])
+    return grads, np.array([np.mean(z[a:b] ** 2) for a, b in zip(bounds, bounds[1:])])
+
+
+@pytest.mark.parametrize("batch_size", [64, 4])   # 64: each device's whole data
+def test_stacked_cohort_trains_like_one_module_per_device(smoke_raw, monkeypatch,
+                                                          batch_size):
+    from simulator.engine import cohort_edges
+    from simulator.engine.device import run_train_job
+    ws, kit, job = _cohort(smoke_raw, optimizer={"name": "sgd", "lr": 0.05,
+                                                 "momentum": 0.9},
+                           batch_size=batch_size)
+    monkeypatch.setattr(cohort_edges, "MIN_STACK", 1)   # stack even groups of one
+    built = []
+    real = cohort_edges.cohort_edges
+    monkeypatch.setattr("simulator.engine.device.cohort_edges",
+                        lambda *a: built.append(real(*a)) or built[-1])
+    stacked = run_train_job(job, ws, kit, _square_loss_exchange)
+    monkeypatch.setattr(cohort_edges, "stackable", lambda defense: False)
+    alone = run_train_job(job, ws, kit, _square_loss_exchange)
+    assert [type(e).__name__ for e in built] == ["StackedEdges", "DeviceEdges"]
+    sizes = {min(batch_size, len(ws.population.devices[d].train_idx)) for d in job.device_ids}
+    assert len(built[0].groups) == len(sizes)   # one stack per batch size
+    assert len(sizes) > 1 if batch_size == 64 else len(sizes) == 1
+    for key, value in alone.edge_state.items():
+        assert torch.allclose(stacked.edge_state[key].double(), value.double(),
+                              rtol=1e-4, atol=1e-6), key
+    for d, row in alone.per_device.items():
+        assert stacked.per_device[d]["loss"] == pytest.approx(row["loss"], rel=1e-4)
+    # the round really trained: the state moved away from the round's start
+    assert any(not torch.allclose(alone.edge_state[k], job.edge_state[k])
+               for k in job.edge_state if job.edge_state[k].is_floating_point())
+
+
+def test_cohorts_stack_only_without_an_edge_loss_and_with_enough_devices(smoke_raw):
+    from simulator.engine.cohort_edges import DeviceEdges, StackedEdges, cohort_edges
+    same = lambda ids: {d: 8 for d in ids}                       # noqa: E731
+    spread = lambda ids: {d: 8 + i for i, d in enumerate(ids)}   # noqa: E731
+    for defense, sizes, kind in (("nopeek", same, DeviceEdges),
+                                 ("gaussian_noise", same, StackedEdges),
+                                 ("none", spread, DeviceEdges)):   # 1 device per size
+        ws, kit, job = _cohort(copy_of(smoke_raw), defense)
+        edges = cohort_edges(kit, "small", job.edge_state, sizes(job.device_ids),
+                             ws.scenario.training.optimizer, lambda d, k, s: 0)
+        assert isinstance(edges, kind), defense
+
+
+def test_an_edge_that_draws_global_randomness_trains_one_module_per_device(smoke_raw):
+    from simulator.engine.cohort_edges import DeviceEdges, cohort_edges
+    ws, kit, job = _cohort(smoke_raw)
+    kit.edge_copies("small", job.edge_state, 1)[0].head = torch.nn.Dropout(0.5)
+    edges = cohort_edges(kit, "small", job.edge_state, {d: 8 for d in job.device_ids},
+                         ws.scenario.training.optimizer, lambda d, k, s: 0)
+    assert isinstance(edges, DeviceEdges)
+
+
+def test_kept_edges_start_every_job_from_its_state(smoke_raw):
+    from simulator.engine.device import run_train_job
+    ws, kit, job = _cohort(smoke_raw, defense="nopeek")   # one module per device
+    first = run_train_job(job, ws, kit, _square_loss_exchange)
+    again = run_train_job(job, ws, kit, _square_loss_exchange)   # reuses the modules
+    fresh = run_train_job(job, ws, ModelKit(ws), _square_loss_exchange)
+    for key in first.edge_state:
+        assert torch.equal(first.edge_state[key], again.edge_state[key]), key
+        assert torch.equal(first.edge_state[key], fresh.edge_state[key]), key
+
+
+def test_cohort_inference_equals_device_by_device(smoke_raw):
+    from simulator.engine.device import InferJob, run_infer_job
+    ws, kit, job = _cohort(smoke_raw, defense="gaussian_noise")
+    seen = {}
+
+    def predict(tier, z, device_ids, samples):
+        seen["z"] = z
+        return np.zeros(len(z), dtype=np.int64)
+
+    run_infer_job(InferJob(0, "small", job.device_ids, job.edge_state), ws, kit, predict)
+    edge = kit.edge("small")
+    edge.load_state_dict(job.edge_state)
+    edge.eval()
+    from simulator.seeding import generator
+    alone = []
+    with torch.no_grad():
+        for d in job.device_ids:
+            dev = ws.population.devices[d]
+            z = edge(ws.batch(dev.test_idx)[0])
+            alone.append(kit.defenses["small"].transform(
+                z, training=False, generator=generator(dev.seed, "transform", "inference")))
+    np.testing.assert_allclose(seen["z"], torch.cat(alone).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_seeded_draws_like_manual_seed_and_restores_the_global_state():
+    from simulator.seeding import seeded
+    torch.manual_seed(11)
+    expected_after = torch.rand(3)
+    torch.manual_seed(11)
+    with seeded(5):
+        inside = torch.rand(4)
+    assert torch.equal(torch.rand(3), expected_after)
+    torch.manual_seed(5)
+    assert torch.equal(inside, torch.rand(4))
+
+
+def copy_of(raw):
+    import copy
+    return copy.deepcopy(raw)

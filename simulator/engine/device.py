@@ -8,21 +8,23 @@ every result stays per device. Plain PyTorch: the Flower seam calls these functi
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from simulator.engine.workspace import (ModelKit, Workspace, make_optimizer, state_of,
-                                         weighted_edge_loss)
+from simulator.engine.cohort_edges import cohort_edges
+from simulator.engine.workspace import ModelKit, Workspace
 from simulator.faults import FaultPlan, die
 from simulator.seeding import derive_seed, generator, rng, seeded
+from strategies.defenses import Defense
 from strategies.federation import weighted_average
 
 __all__ = ["InferJob", "InferResult", "TrainJob", "TrainResult", "run_infer_job",
            "run_train_job"]
+
+INFER_BATCH = 1024   # images per edge call at inference (bounds activation memory)
 
 Exchange = Callable[..., tuple[np.ndarray, np.ndarray]]
 Predict = Callable[..., np.ndarray]
@@ -74,6 +76,15 @@ def _batches(ws: Workspace, device_id: int, rnd: int) -> list[np.ndarray]:
     return [order[s * size:(s + 1) * size] for s in range(cfg.local_steps)]
 
 
+def _generators(defense: Defense, seeds: dict[int, int],
+                phase: int | str) -> dict[int, torch.Generator | None]:
+    """Each device's generator for the defense's random transform (None for a defense
+    without one: seeding 10,000 generators took a fifth of inference)."""
+    if type(defense).transform is Defense.transform:
+        return dict.fromkeys(seeds)
+    return {d: generator(seed, "transform", phase) for d, seed in seeds.items()}
+
+
 def run_train_job(job: TrainJob, ws: Workspace, kit: ModelKit,
                   exchange: Exchange) -> TrainResult:
     """Run one round of split training for a cohort; ``exchange`` reaches the cloud.
@@ -81,47 +92,43 @@ def run_train_job(job: TrainJob, ws: Workspace, kit: ModelKit,
     A device that crashes (the scenario's ``faults.device_crash_probability``) stops
     sending at its crash step, and its edge is left out of the cohort's average.
     """
-    template = kit.edge(job.tier)
-    template.load_state_dict(job.edge_state)
     defense = kit.defenses[job.tier]
-    steps = ws.scenario.training.local_steps
-    edges = {d: copy.deepcopy(template).train() for d in job.device_ids}
-    opts = {d: make_optimizer(e.parameters(), ws.scenario.training.optimizer)
-            for d, e in edges.items()}
-    gens = {d: generator(ws.population.devices[d].seed, "transform", job.rnd)
-            for d in job.device_ids}
+    cfg = ws.scenario.training
+    seeds = {d: ws.population.devices[d].seed for d in job.device_ids}
+    gens = _generators(defense, seeds, job.rnd)
     plans = {d: _batches(ws, d, job.rnd) for d in job.device_ids}
     faults = FaultPlan(ws.scenario.faults, ws.scenario.seed)
-    crash = {d: faults.device_crash_step(ws.population.devices[d].seed, job.rnd, steps)
+    crash = {d: faults.device_crash_step(seeds[d], job.rnd, cfg.local_steps)
              for d in job.device_ids}
-    weight = ws.scenario.training.edge_loss_warmup.weight(job.rnd) * job.edge_loss_scale
+    weight = cfg.edge_loss_warmup.weight(job.rnd) * job.edge_loss_scale
+    edges = cohort_edges(kit, job.tier, job.edge_state,
+                         {d: len(plans[d][0]) for d in job.device_ids}, cfg.optimizer,
+                         lambda d, kind, step: derive_seed(seeds[d], kind, job.rnd, step))
     losses = {d: [] for d in job.device_ids}
-    for step in range(steps):
+    for step in range(cfg.local_steps):
         if job.crash_step == step:
             die(f"node {job.node} in round {job.rnd}")
         active = [d for d in job.device_ids if crash[d] is None or step < crash[d]]
         if not active:
             break
-        xs, ys, zs, idx = [], [], [], []
-        for d in active:
-            x, y = ws.batch(plans[d][step])
-            with seeded(derive_seed(ws.population.devices[d].seed, "edge", job.rnd, step)):
-                z = defense.transform(edges[d](x), training=True, generator=gens[d])
-            xs.append(x), ys.append(y), zs.append(z), idx.append(plans[d][step])
-        sizes = [len(y) for y in ys]
+        batches = {d: ws.batch(plans[d][step]) for d in job.device_ids}
+        xs = {d: x for d, (x, _) in batches.items()}
+        zs = {d: defense.transform(z, training=True, generator=gens[d])
+              for d, z in edges.forward(step, xs, active).items()}
+        sizes = [len(plans[d][step]) for d in active]
         grads, dev_losses = exchange(
-            job.rnd, job.node, job.tier, torch.cat(zs).detach().numpy(),
-            torch.cat(ys).numpy(), np.repeat(np.asarray(active), sizes),
-            np.concatenate(idx), sizes)
-        grads = torch.from_numpy(grads).split(sizes)
-        for i, d in enumerate(active):
-            with seeded(derive_seed(ws.population.devices[d].seed, "edge-loss", job.rnd, step)):
-                _device_step(defense, edges[d], opts[d], xs[i], zs[i], grads[i],
-                             weight)
-            losses[d].append(float(dev_losses[i]))
+            job.rnd, job.node, job.tier, torch.cat(list(zs.values())).detach().numpy(),
+            torch.cat([batches[d][1] for d in active]).numpy(),
+            np.repeat(np.asarray(active), sizes),
+            np.concatenate([plans[d][step] for d in active]), sizes)
+        edges.backward(step, xs, zs, dict(zip(active, torch.from_numpy(grads).split(sizes),
+                                              strict=True)), weight)
+        for d, loss in zip(active, dev_losses, strict=True):
+            losses[d].append(float(loss))
     done = [d for d in job.device_ids if crash[d] is None]
     weights = {d: float(len(ws.population.devices[d].train_idx)) for d in job.device_ids}
-    state = weighted_average([(state_of(edges[d]), weights[d]) for d in done]) \
+    state = weighted_average(list(zip(edges.states(done), [weights[d] for d in done],
+                                      strict=True))) \
         if done else {k: v.clone() for k, v in job.edge_state.items()}
     per_device = {d: {"loss": float(np.mean(losses[d])) if losses[d] else float("nan"),
                       "samples": weights[d], "failed": float(crash[d] is not None)}
@@ -129,38 +136,31 @@ def run_train_job(job: TrainJob, ws: Workspace, kit: ModelKit,
     return TrainResult(job.node, state, sum(weights[d] for d in done), per_device)
 
 
-def _device_step(defense, edge, opt, x, z, grad_z, weight: float = 1.0) -> None:
-    """Back-propagate the cloud's gradient plus the defense's device-side term, scaled
-    by the warm-up ``weight``."""
-    opt.zero_grad(set_to_none=True)
-    extra = weighted_edge_loss(defense, x, z, edge, weight)
-    tensors, grads = [z], [grad_z]
-    if extra is not None:
-        tensors.append(extra)
-        grads.append(torch.ones_like(extra))
-    torch.autograd.backward(tensors, grads)
-    opt.step()
-
-
 @torch.no_grad()
 def run_infer_job(job: InferJob, ws: Workspace, kit: ModelKit,
                   predict: Predict) -> InferResult:
-    """Every device encodes its private test samples; accuracy stays on the device."""
-    edge = kit.edge(job.tier)
-    edge.load_state_dict(job.edge_state)
-    edge.eval()
+    """Every device encodes its private test samples; accuracy stays on the device.
+
+    The deployed edge is the same on every device of the cohort and per-sample in eval
+    mode (BatchNorm uses its running statistics), so the cohort's images go through it
+    in batches of up to ``INFER_BATCH``: one call instead of one per device, the same
+    features. Each device then applies the defense's random transform with its own
+    generator, as it would alone.
+    """
+    edge = kit.edge_copies(job.tier, job.edge_state, 1)[0].eval()
     defense = kit.defenses[job.tier]
-    zs, sizes, samples = [], [], []
-    for d in job.device_ids:
-        dev = ws.population.devices[d]
-        x, _ = ws.batch(dev.test_idx)
-        gen = generator(dev.seed, "transform", "inference")
-        with seeded(derive_seed(dev.seed, "edge", "inference")):
-            zs.append(defense.transform(edge(x), training=False, generator=gen))
-        sizes.append(len(dev.test_idx))
-        samples.append(dev.test_idx)
+    samples = [ws.population.devices[d].test_idx for d in job.device_ids]
+    sizes = [len(idx) for idx in samples]
+    flat = np.concatenate(samples)
+    with seeded(derive_seed(ws.scenario.seed, "edge", "inference", job.tier, job.node)):
+        raw = torch.cat([edge(ws.batch(flat[s:s + INFER_BATCH])[0])
+                         for s in range(0, len(flat), INFER_BATCH)])
+    gens = _generators(defense, {d: ws.population.devices[d].seed for d in job.device_ids},
+                       "inference")
+    zs = [defense.transform(z, training=False, generator=gens[d])
+          for d, z in zip(job.device_ids, raw.split(sizes), strict=True)]
     pred = predict(job.tier, torch.cat(zs).numpy(),
-                   np.repeat(np.asarray(job.device_ids), sizes), np.concatenate(samples))
+                   np.repeat(np.asarray(job.device_ids), sizes), flat)
     out, start = {}, 0
     for d, n, idx in zip(job.device_ids, sizes, samples, strict=True):
         correct = int((pred[start:start + n] == ws.private_y[idx]).sum())

@@ -31,13 +31,14 @@ def weighted_average(states: Sequence[tuple[dict[str, torch.Tensor], float]]
     if total <= 0 or any(w < 0 for _, w in states):
         raise ValueError(f"weights must be >= 0 with a positive sum, got "
                          f"{[w for _, w in states]}")
+    shares = torch.tensor([w / total for _, w in states], dtype=torch.float64)
     out: dict[str, torch.Tensor] = {}
     for key, first in states[0][0].items():
+        stacked = torch.stack([s[key] for s, _ in states])
         if first.is_floating_point():
-            acc = torch.zeros_like(first, dtype=torch.float64)
-            for state, w in states:
-                acc += state[key].to(torch.float64) * (w / total)
-            out[key] = acc.to(first.dtype)
+            # one tensordot per key instead of a Python loop over the states
+            out[key] = torch.tensordot(shares, stacked.to(torch.float64), dims=1) \
+                .to(first.dtype)
         else:
-            out[key] = torch.stack([s[key] for s, _ in states]).max(dim=0).values
+            out[key] = stacked.max(dim=0).values
     return out
