@@ -36,22 +36,6 @@ class CloudService(Protocol):
                  sizes: list[int]) -> tuple[np.ndarray, np.ndarray]: ...
     def infer(self, tier: str, z: np.ndarray, device_ids: np.ndarray,
               samples: np.ndarray) -> np.ndarray: ...
-    def _copy_for(self, node: int) -> torch.nn.Module:
-        """The node's training copy of the cloud model, holding the round's weights.
-
-        Copies are kept between rounds and refilled: deep-copying the model cost 46 ms
-        a node and round, 8% of training at 1,000 devices; copying its tensors, <1 ms.
-        """
-        if node not in self._kept:
-            model = copy.deepcopy(self.model)
-            self._kept[node] = (model, list(model.state_dict(keep_vars=True).values()))
-        model, tensors = self._kept[node]
-        with torch.no_grad():
-            for target, value in zip(tensors, self.model.state_dict().values(), strict=True):
-                target.copy_(value)
-        model.train().zero_grad(set_to_none=True)
-        return model
-
     def aggregate(self, weights: dict[int, float]) -> dict[str, dict[str, float]]: ...
     def discard_round(self) -> None: ...
     def arm_crash(self, rnd: int, exchange: int | None) -> None: ...
