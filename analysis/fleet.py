@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from analysis.figures.budget import ladder_order
 from analysis.rundir import WORST_CASE, attacks_in
 
 __all__ = ["PARTICIPATION", "UNABLE", "has_participation", "participation_summary",
@@ -73,8 +74,8 @@ def participation_summary(devices: pd.DataFrame,
             row[f"SSIM {attack}"] = ssim.reindex(g["device_id"].astype("int64")).mean()
         rows.append(row)
     out = pd.DataFrame(rows)
-    order = [t for t in out["tier"] if t != UNABLE] + \
-        [t for t in out["tier"] if t == UNABLE]
+    served = d[d["tier"].notna()]
+    order = ladder_order(served) + [t for t in out["tier"] if t == UNABLE]
     return out.set_index("tier").loc[order].reset_index()
 
 

@@ -409,6 +409,8 @@ def test_report_shows_participation_and_stragglers_per_rung(tmp_path):
     assert run.participation is not None and len(run.participation) == 3 * 8
     summary = participation_summary(run.devices, run.leakage).set_index("tier")
     assert list(summary.index) == [*TIERS, UNABLE]
+    shuffled = run.devices.sample(frac=1.0, random_state=0)   # rungs listed by size,
+    assert list(participation_summary(shuffled)["tier"]) == [*TIERS, UNABLE]  # not rows
     assert summary.loc["low", "never completed"] == 1
     assert summary.loc["low", "straggled at least once"] == 2
     assert summary.loc["high", "completed / device"] == pytest.approx(10 / 4)

@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from analysis.figures._style import (axis_label, maybe_log_x, new_axes, resolve_column,
                                      tier_colours, value_label)
 
-__all__ = ["binned_trend", "default_leakage", "information_vs_budget",
+__all__ = ["binned_trend", "default_leakage", "information_vs_budget", "ladder_order",
            "leakage_vs_budget", "tier_leakage_vs_budget"]
 
 
@@ -60,7 +60,7 @@ def leakage_vs_budget(devices: pd.DataFrame, leakage: str | None = None,
     data = _finite_rows(devices, y_col, x_col, ("leakage", "budget"))
     data = data[data["tier"].notna()]   # devices unable to serve belong to no rung
     fig, ax = new_axes(ax)
-    tiers = _ladder_order(data)
+    tiers = ladder_order(data)
     colours = tier_colours(tiers)
     crowded = len(data) > 300   # thousands of devices: small, faint points
     legend_for = {"mean": True, "trend": True}
@@ -95,7 +95,7 @@ def leakage_vs_budget(devices: pd.DataFrame, leakage: str | None = None,
     return fig
 
 
-def _ladder_order(devices: pd.DataFrame) -> list[str]:
+def ladder_order(devices: pd.DataFrame) -> list[str]:
     """Tiers smallest encoder first (median MACs), as a ladder lists its rungs; in
     order of appearance where the table has no ``macs``."""
     tiers = devices["tier"].astype(str)

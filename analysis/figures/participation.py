@@ -7,6 +7,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis.figures._style import new_figure, tier_colours
+from analysis.figures.budget import ladder_order
 
 __all__ = ["participation_bars"]
 
@@ -30,7 +31,7 @@ def participation_bars(devices: pd.DataFrame) -> Figure:
     d = devices[devices["tier"].notna()]
     if d.empty:
         raise ValueError("no device serves a tier")
-    tiers = list(dict.fromkeys(d["tier"].astype(str)))
+    tiers = ladder_order(d)   # rungs smallest first, as every figure lists them
     colours = tier_colours(tiers)
     fig = new_figure((10.0, 4.0))
     axes = fig.subplots(1, 2, sharey=True)
