@@ -559,12 +559,6 @@ class Sweep(Section):
         return axes
 
 
-def _has_edge_loss(defense: str) -> bool:
-    """Whether a registered defense adds an edge-side loss (what the warm-up delays)."""
-    from strategies.defenses.base import Defense
-    return DEFENSES.get(defense).edge_loss is not Defense.edge_loss
-
-
 class Scenario(Section):
     """A complete, validated scenario."""
 
@@ -626,7 +620,7 @@ class Scenario(Section):
         span = training.rounds if training.mode == "split" else training.epochs
         unit = "rounds" if training.mode == "split" else "epochs"
         hold = training.edge_loss_warmup.hold
-        penalised = [t.name for t in self.tiers if _has_edge_loss(t.defense.name)]
+        penalised = [t.name for t in self.tiers if DEFENSES.get(t.defense.name).adds_edge_loss()]
         if penalised and hold and hold >= span:
             raise ValueError(
                 f"training: edge_loss_warmup.hold ({hold}) must be below training.{unit} "

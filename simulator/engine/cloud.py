@@ -18,7 +18,8 @@ import torch
 from simulator.engine.collapse import FeatureStats
 from simulator.engine.observations import ObservationLog, TierObservations
 from simulator.faults import die
-from simulator.engine.workspace import ModelKit, Workspace, make_optimizer, state_of
+from simulator.engine.workspace import (ModelKit, Workspace, make_optimizer, refill,
+                                         state_of, state_tensors)
 from simulator.seeding import derive_seed, seeded
 from strategies.federation import weighted_average
 
@@ -119,11 +120,9 @@ class Cloud:
         """
         if node not in self._kept:
             model = copy.deepcopy(self.model)
-            self._kept[node] = (model, list(model.state_dict(keep_vars=True).values()))
+            self._kept[node] = (model, state_tensors(model))
         model, tensors = self._kept[node]
-        with torch.no_grad():
-            for target, value in zip(tensors, self.model.state_dict().values(), strict=True):
-                target.copy_(value)
+        refill(tensors, self.model.state_dict().values())
         model.train().zero_grad(set_to_none=True)
         return model
 

@@ -34,7 +34,7 @@ Seed = Callable[[int, str, int], int]   # (device, "edge" | "edge-loss", step) -
 
 def stackable(defense: Defense) -> bool:
     """Whether a tier's devices may train stacked: the defense adds no edge loss."""
-    return type(defense).edge_loss is Defense.edge_loss
+    return not defense.adds_edge_loss()
 
 
 class DeviceEdges:
@@ -94,16 +94,13 @@ class StackedEdges:
     def __init__(self, kit: ModelKit, tier: str, state: dict[str, torch.Tensor],
                  sizes: dict[int, int], optimizer: Optimizer) -> None:
         self.skeleton = kit.edge_copies(tier, state, 1)[0].train()
-        params = {k for k, _ in self.skeleton.named_parameters()}
         by_size: dict[int, list[int]] = {}
         for d, n in sizes.items():
             by_size.setdefault(n, []).append(d)
         self.groups = []
         for members in by_size.values():
-            stacked = {k: v.detach().unsqueeze(0).repeat(len(members), *([1] * v.dim()))
-                       for k, v in state.items()}
-            weights = {k: v.requires_grad_() for k, v in stacked.items() if k in params}
-            buffers = {k: v for k, v in stacked.items() if k not in params}
+            weights, buffers = _stack(self.skeleton, state, len(members))
+            weights = {k: v.requires_grad_() for k, v in weights.items()}
             self.groups.append((members, weights, buffers,
                                 make_optimizer(list(weights.values()), optimizer)))
         self.keys = list(state)
@@ -170,16 +167,24 @@ def _deterministic(kit: ModelKit, tier: str, state: dict[str, torch.Tensor]) -> 
 
 def _trial(kit: ModelKit, tier: str, state: dict[str, torch.Tensor]) -> bool:
     skeleton = kit.edge_copies(tier, state, 1)[0].train()
-    params = {k for k, _ in skeleton.named_parameters()}
-    one = {k: v.detach().unsqueeze(0).clone() for k, v in state.items()}
     x = torch.zeros((1, 2, *kit.ws.image_shape))   # two images: BatchNorm needs 2
     try:
         with torch.no_grad():
             vmap(lambda w, b, x: functional_call(skeleton, (w, b), (x,)),
-                 randomness="error")({k: v for k, v in one.items() if k in params},
-                                     {k: v for k, v in one.items() if k not in params}, x)
+                 randomness="error")(*_stack(skeleton, state, 1), x)
     except RuntimeError as err:
         if "random" not in str(err):
             raise
         return False
     return True
+
+
+def _stack(module: torch.nn.Module, state: dict[str, torch.Tensor],
+           n: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """``n`` copies of ``state`` along a new leading axis, split into the module's
+    parameters and its buffers (what ``functional_call`` takes)."""
+    params = {k for k, _ in module.named_parameters()}
+    stacked = {k: v.detach().unsqueeze(0).repeat(n, *([1] * v.dim()))
+               for k, v in state.items()}
+    return ({k: v for k, v in stacked.items() if k in params},
+            {k: v for k, v in stacked.items() if k not in params})

@@ -80,7 +80,7 @@ def _generators(defense: Defense, seeds: dict[int, int],
                 phase: int | str) -> dict[int, torch.Generator | None]:
     """Each device's generator for the defense's random transform (None for a defense
     without one: seeding 10,000 generators took a fifth of inference)."""
-    if type(defense).transform is Defense.transform:
+    if not defense.transforms():
         return dict.fromkeys(seeds)
     return {d: generator(seed, "transform", phase) for d, seed in seeds.items()}
 

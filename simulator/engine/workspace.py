@@ -25,7 +25,8 @@ from strategies.models import BACKBONES, CloudModel, EdgeCost, build_cloud, buil
     debias_batchnorm, edge_cost
 
 __all__ = ["EncoderChoice", "ModelKit", "Workspace", "make_optimizer",
-           "peak_activation_bytes", "state_of", "weighted_edge_loss"]
+           "peak_activation_bytes", "refill", "state_of", "state_tensors",
+           "weighted_edge_loss"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class ModelKit:
             name: DEFENSES.create(t.defense.name, plugin_params(t.defense))
             for name, t in self.tiers.items()}
         self._pools: dict[str, list[tuple[DefendedEdge, list[torch.Tensor]]]] = {}
+        self._pool_keys: dict[str, list[str]] = {}
 
     def edge(self, tier: str) -> DefendedEdge:
         """A freshly built (randomly initialised) defended edge of ``tier``."""
@@ -103,17 +105,14 @@ class ModelKit:
         pool = self._pools.setdefault(tier, [])
         while len(pool) < n:
             edge = self.edge(tier)
-            pool.append((edge, list(edge.state_dict(keep_vars=True).values())))
-        keys = list(pool[0][0].state_dict(keep_vars=True))
+            pool.append((edge, state_tensors(edge)))
+        keys = self._pool_keys.setdefault(tier, list(pool[0][0].state_dict()))
         if list(state) != keys:
             raise ValueError(f"edge state of tier {tier!r} does not match its "
                              f"architecture: keys {list(state)[:3]}... vs {keys[:3]}...")
-        source = list(state.values())
-        with torch.no_grad():
-            for edge, tensors in pool[:n]:
-                for target, value in zip(tensors, source, strict=True):
-                    target.copy_(value)
-                edge.train().zero_grad(set_to_none=True)
+        for edge, tensors in pool[:n]:
+            refill(tensors, state.values())
+            edge.train().zero_grad(set_to_none=True)
         return [edge for edge, _ in pool[:n]]
 
     @cached_property
@@ -189,6 +188,20 @@ def peak_activation_bytes(module: nn.Module, image_shape: tuple[int, ...]) -> in
         for h in handles:
             h.remove()
     return max(peak[0], out.numel() * out.element_size())
+
+
+def state_tensors(module: nn.Module) -> list[torch.Tensor]:
+    """The module's own parameter and buffer tensors, in state-dict order (a kept
+    module's, to :func:`refill`)."""
+    return list(module.state_dict(keep_vars=True).values())
+
+
+@torch.no_grad()
+def refill(tensors: list[torch.Tensor], values: Any) -> None:
+    """Copy ``values`` (state-dict order) into a kept module's ``tensors`` in place:
+    microseconds, where deep-copying or rebuilding a module costs milliseconds."""
+    for target, value in zip(tensors, values, strict=True):
+        target.copy_(value)
 
 
 def state_of(module: nn.Module) -> dict[str, torch.Tensor]:

@@ -73,6 +73,17 @@ class Defense:
     def __init__(self, params: PluginParams) -> None:
         self.params = params
 
+    @classmethod
+    def adds_edge_loss(cls) -> bool:
+        """Whether the defense adds a device-side loss term (overrides ``edge_loss``)."""
+        return cls.edge_loss is not Defense.edge_loss
+
+    @classmethod
+    def transforms(cls) -> bool:
+        """Whether the defense transforms features before sending (overrides
+        ``transform``; the base transform returns them unchanged)."""
+        return cls.transform is not Defense.transform
+
     # -- architecture -----------------------------------------------------------------
     def edge_spec(self, spec: Any) -> Any:
         """Return the encoder spec (a registry ``{name, params}`` model) to build."""
