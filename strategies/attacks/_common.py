@@ -3,6 +3,7 @@
 * :func:`build_decoder` - the inverse network's decoder, feature -> image shape;
 * :func:`build_shadow_edge` - the query-free attacker's shadow edge, image -> feature;
 * :func:`init_parameters` - seeded PyTorch-default initialisation (no global RNG);
+* :func:`channels_last` - the memory layout every attack model runs in;
 * :func:`total_variation` - per-image TV_beta prior of He et al. (ACSAC 2019);
 * :func:`initial_images` - starting points of the optimisation attacks;
 * :func:`invert_by_optimisation` - the batched rMLE optimisation, reused by ``rmle`` and
@@ -23,9 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["InitKind", "Normalizer", "Resize", "build_decoder", "build_shadow_edge",
-           "check_features", "frozen_copy", "init_parameters", "initial_images",
-           "invert_by_optimisation", "map_in_batches", "minibatches", "num_halvings",
-           "split_indices", "total_variation"]
+           "channels_last", "check_features", "frozen_copy", "init_parameters",
+           "initial_images", "invert_by_optimisation", "map_in_batches", "minibatches",
+           "num_halvings", "split_indices", "total_variation"]
 
 InitKind = Literal["zeros", "randn", "mean"]
 Shape = tuple[int, int, int]
@@ -95,7 +96,7 @@ def build_decoder(feature_shape: Shape, image_shape: Shape, width: int = 64,
         up = nn.ConvTranspose2d(width, width, 4, stride=2, padding=1)
         layers += _block(up, width) + _extra_blocks(width, depth_extra)
     layers += [nn.Conv2d(width, ci, 3, padding=1), Resize((hi, wi)), nn.Sigmoid()]
-    return nn.Sequential(*layers)
+    return channels_last(nn.Sequential(*layers))
 
 
 def build_shadow_edge(image_shape: Shape, feature_shape: Shape,
@@ -116,7 +117,18 @@ def build_shadow_edge(image_shape: Shape, feature_shape: Shape,
     for _ in range(num_halvings((hf, wf), (hi, wi))):
         layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
     layers += [nn.Conv2d(width, cf, 3, padding=1), Resize((hf, wf))]
-    return nn.Sequential(*layers)
+    return channels_last(nn.Sequential(*layers))
+
+
+def channels_last(module: nn.Module) -> nn.Module:
+    """``module`` with its 4-D weights in channels-last memory; values unchanged.
+
+    Convolutions then keep their activations channels-last, where this PyTorch's CPU
+    max-pooling is an order of magnitude faster than on NCHW tensors (80 x 64 x 28 x 28,
+    one thread: 2.3 ms against 35 ms): rMLE through the plain MNIST cut ran 2.2x
+    faster, decoders and shadow edges 5-15%. Only float rounding differs from NCHW.
+    """
+    return module.to(memory_format=torch.channels_last)
 
 
 def init_parameters(module: nn.Module, generator: torch.Generator) -> nn.Module:
@@ -226,10 +238,11 @@ def invert_by_optimisation(
 
 def map_in_batches(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
                    batch_size: int = 256) -> torch.Tensor:
-    """``fn`` over ``x`` in batches without autograd (oracle queries, decoding)."""
+    """``fn`` over ``x`` in batches without autograd (oracle queries, decoding), as
+    one contiguous tensor (channels-last modules give channels-last outputs)."""
     with torch.no_grad():
         return torch.cat([fn(x[i:i + batch_size]).detach()
-                          for i in range(0, x.shape[0], batch_size)])
+                          for i in range(0, x.shape[0], batch_size)]).contiguous()
 
 
 def minibatches(indices: torch.Tensor, batch_size: int,
@@ -257,7 +270,7 @@ def decode(decoder: nn.Module | None, z: torch.Tensor, feature_shape: Shape | No
 def frozen_copy(module: nn.Module) -> nn.Module:
     """A private eval-mode copy without gradients: the attacker never mutates (or
     accumulates gradients into) the module it was handed."""
-    copy = deepcopy(module).eval()
+    copy = channels_last(deepcopy(module).eval())
     copy.requires_grad_(False)
     return copy
 
