@@ -15,6 +15,7 @@ from simulator.engine.local import LocalTransport, run_locally
 from simulator.engine.workspace import ModelKit
 from simulator.loading import validate_scenario
 from simulator.run import build_workspace, run_scenario
+from strategies.defenses import DEFENSES
 
 
 def _quiet(*_args):
@@ -235,9 +236,15 @@ def test_kept_edges_start_every_job_from_its_state(smoke_raw):
         assert torch.equal(first.edge_state[key], fresh.edge_state[key]), key
 
 
-def test_cohort_inference_equals_device_by_device(smoke_raw):
+_TRANSFORMING = [n for n, cls in DEFENSES.items() if cls.transforms()]
+
+
+@pytest.mark.parametrize("defense", ["none", *_TRANSFORMING])
+def test_cohort_inference_equals_device_by_device(smoke_raw, defense):
+    # every defense with a random transform: Shredder's and VIB's read the noise scale
+    # their edge head attaches to its output (a batched inference once dropped it)
     from simulator.engine.device import InferJob, run_infer_job
-    ws, kit, job = _cohort(smoke_raw, defense="gaussian_noise")
+    ws, kit, job = _cohort(smoke_raw, defense=defense)
     seen = {}
 
     def predict(tier, z, device_ids, samples):

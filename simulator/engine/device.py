@@ -142,10 +142,12 @@ def run_infer_job(job: InferJob, ws: Workspace, kit: ModelKit,
     """Every device encodes its private test samples; accuracy stays on the device.
 
     The deployed edge is the same on every device of the cohort and per-sample in eval
-    mode (BatchNorm uses its running statistics), so the cohort's images go through it
-    in batches of up to ``INFER_BATCH``: one call instead of one per device, the same
-    features. Each device then applies the defense's random transform with its own
-    generator, as it would alone.
+    mode (BatchNorm uses its running statistics), so without a random transform the
+    cohort's images go through it in batches of up to ``INFER_BATCH``: one call instead
+    of one per device, the same features. A defense with a random transform gets one
+    edge call per device, each transformed with the device's own generator, as it
+    would be alone: the transform may read what the edge head attached to its output
+    (Shredder's and VIB's learned noise scales), which a slice of a batch would drop.
     """
     edge = kit.edge_copies(job.tier, job.edge_state, 1)[0].eval()
     defense = kit.defenses[job.tier]
@@ -153,12 +155,15 @@ def run_infer_job(job: InferJob, ws: Workspace, kit: ModelKit,
     sizes = [len(idx) for idx in samples]
     flat = np.concatenate(samples)
     with seeded(derive_seed(ws.scenario.seed, "edge", "inference", job.tier, job.node)):
-        raw = torch.cat([edge(ws.batch(flat[s:s + INFER_BATCH])[0])
-                         for s in range(0, len(flat), INFER_BATCH)])
-    gens = _generators(defense, {d: ws.population.devices[d].seed for d in job.device_ids},
-                       "inference")
-    zs = [defense.transform(z, training=False, generator=gens[d])
-          for d, z in zip(job.device_ids, raw.split(sizes), strict=True)]
+        if defense.transforms():
+            gens = _generators(defense, {d: ws.population.devices[d].seed
+                                         for d in job.device_ids}, "inference")
+            zs = [defense.transform(edge(ws.batch(idx)[0]), training=False,
+                                    generator=gens[d])
+                  for d, idx in zip(job.device_ids, samples, strict=True)]
+        else:
+            zs = list(torch.cat([edge(ws.batch(flat[s:s + INFER_BATCH])[0])
+                                 for s in range(0, len(flat), INFER_BATCH)]).split(sizes))
     pred = predict(job.tier, torch.cat(zs).numpy(),
                    np.repeat(np.asarray(job.device_ids), sizes), flat)
     out, start = {}, 0
