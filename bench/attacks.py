@@ -243,14 +243,15 @@ def report(run: Path, seconds: float, scratch: Path) -> None:
                                     ideal_s=("ideal_s", "sum"))
           .to_string(float_format=lambda v: f"{v:,.1f}"))
     # per attack: the reference's time for its units' work next to the CPU-seconds
-    # their workers spent (one thread each; scoring included)
+    # their workers spent (one thread each, scoring included), per core: 100% when a
+    # unit on one core keeps pace with its share of the reference on all of them
+    cores = manifest["scenario"]["ray"].get("num_cpus") or os.cpu_count()
     units = frame.groupby(["tier", "attack", "setting"])["ideal_s"].sum().reset_index()
     units = units.merge(budgets[["tier", "attack", "setting", "cpu_seconds"]],
                         on=["tier", "attack", "setting"], how="left")
     per = units.groupby("attack")[["ideal_s", "cpu_seconds"]].sum()
-    per["ideal / cpu"] = per["ideal_s"] / per["cpu_seconds"]
+    per["per-core efficiency"] = cores * per["ideal_s"] / per["cpu_seconds"]
     print(per.to_string(float_format=lambda v: f"{v:,.2f}"))
-    cores = manifest["scenario"]["ray"].get("num_cpus") or os.cpu_count()
     print(f"every attack unit's CPU-seconds: {budgets['cpu_seconds'].sum():,.0f} "
           f"(the stage had {cores * attack_s:,.0f} on {cores} cores)")
     if unmodelled:
