@@ -242,10 +242,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from simulator.loading import ScenarioError
     if not getattr(args, "debug", False):
         sys.stdout = _WithoutRayNotices(sys.stdout)
-        # Ray's C++ core writes its own errors straight to our stderr (under load, a
-        # line of task IDs as Flower's simulation shuts down); the run reports every
-        # failure it absorbs itself, and --debug keeps Ray's lines
-        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     handlers = {"run": _cmd_run, "validate": _cmd_validate, "attack": _cmd_attack,
                 "sweep": _cmd_sweep, "report": _cmd_report, "compare": _cmd_compare}
     try:
