@@ -125,69 +125,74 @@ def stage_work(run: Path) -> tuple[list[Work], list[str]]:
 def reference(run: Path, works: list[Work], seconds: float) -> dict[str, float]:
     """Samples/s of each distinct step of ``works`` at its best batch, this process."""
     import torch
-    import torch.nn.functional as F
 
     from simulator.adversary import auxiliary_data
     from simulator.engine.workspace import ModelKit
     from simulator.loading import load_scenario
     from simulator.records import read_checkpoints
     from simulator.run import build_workspace
-    from strategies.attacks._common import (build_decoder, build_shadow_edge,
-                                            frozen_copy, invert_by_optimisation)
-    sc = load_scenario(str(run / "scenario.yaml"))
-    ws = build_workspace(sc)
+    ws = build_workspace(load_scenario(str(run / "scenario.yaml")))
     kit = ModelKit(ws)
     edges, cloud_state = read_checkpoints(run)
     cloud = kit.cloud()
     cloud.load_state_dict(cloud_state)
     aux_x, aux_y = (torch.from_numpy(a) for a in auxiliary_data(ws))
+
+    def batch(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.arange(n) % len(aux_y)
+        return aux_x[idx], aux_y[idx].long()
+
     rates: dict[str, float] = {}
     for work in {w.key: w for w in works}.values():
-        tier, shape = work.tier, work.features
-
-        def batch(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-            idx = torch.arange(n) % len(aux_y)
-            return aux_x[idx], aux_y[idx].long()
-
-        if work.kind == "decoder":
-            model = build_decoder(shape, ws.image_shape, work.width, work.depth)
-            opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.5, 0.999))
-
-            def step(n: int, model=model, opt=opt) -> None:
-                x, _ = batch(n)
-                opt.zero_grad(set_to_none=True)
-                F.mse_loss(model(torch.randn(n, *shape)), x).backward()
-                opt.step()
-            sizes = BATCHES
-        elif work.kind == "shadow":
-            shadow = build_shadow_edge(ws.image_shape, shape, ws.normalization, work.width)
-            view = frozen_copy(cloud.tier_view(tier))
-            opt = torch.optim.Adam(shadow.parameters(), lr=1e-3)
-
-            def step(n: int, shadow=shadow, view=view, opt=opt) -> None:
-                x, y = batch(n)
-                opt.zero_grad(set_to_none=True)
-                F.cross_entropy(view(shadow(x)), y).backward()
-                opt.step()
-            sizes = BATCHES
-        else:   # rMLE: one Adam step on n images through the edge or a shadow edge
-            if work.kind == "rmle_edge":
-                encoder = kit.edge(tier)
-                encoder.load_state_dict(edges[tier])
-            else:
-                encoder = build_shadow_edge(ws.image_shape, shape, ws.normalization,
-                                            work.width)
-            encoder = frozen_copy(encoder)
-
-            def step(n: int, encoder=encoder) -> None:
-                x, _ = batch(n)
-                with torch.no_grad():
-                    z = encoder(x)
-                invert_by_optimisation(encoder, z, x.flip(0), iterations=1, lr=0.01,
-                                       lambda_tv=0.05, chunk_size=n)
-            sizes = BATCHES
-        rates[work.key] = max(_rate(step, n, seconds) for n in sizes)
+        step = _step(work, ws, kit, edges, cloud, batch)
+        rates[work.key] = max(_rate(step, n, seconds) for n in BATCHES)
     return rates
+
+
+def _step(work: Work, ws, kit, edges: dict, cloud, batch):
+    """``step(n)``: one optimisation step of ``work``'s kind on ``n`` auxiliary images."""
+    import torch
+    import torch.nn.functional as F
+
+    from strategies.attacks._common import (build_decoder, build_shadow_edge,
+                                            frozen_copy, invert_by_optimisation)
+    shape = work.features
+    if work.kind == "decoder":
+        model = build_decoder(shape, ws.image_shape, work.width, work.depth)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.5, 0.999))
+
+        def loss(n: int) -> torch.Tensor:
+            return F.mse_loss(model(torch.randn(n, *shape)), batch(n)[0])
+    elif work.kind == "shadow":
+        shadow = build_shadow_edge(ws.image_shape, shape, ws.normalization, work.width)
+        view = frozen_copy(cloud.tier_view(work.tier))
+        opt = torch.optim.Adam(shadow.parameters(), lr=1e-3)
+
+        def loss(n: int) -> torch.Tensor:
+            x, y = batch(n)
+            return F.cross_entropy(view(shadow(x)), y)
+    else:   # rMLE: one Adam step on n images through the edge or a shadow edge
+        if work.kind == "rmle_edge":
+            encoder = kit.edge(work.tier)
+            encoder.load_state_dict(edges[work.tier])
+        else:
+            encoder = build_shadow_edge(ws.image_shape, shape, ws.normalization,
+                                        work.width)
+        encoder = frozen_copy(encoder)
+
+        def rmle(n: int) -> None:
+            x, _ = batch(n)
+            with torch.no_grad():
+                z = encoder(x)
+            invert_by_optimisation(encoder, z, x.flip(0), iterations=1, lr=0.01,
+                                   lambda_tv=0.05, chunk_size=n)
+        return rmle
+
+    def train(n: int) -> None:
+        opt.zero_grad(set_to_none=True)
+        loss(n).backward()
+        opt.step()
+    return train
 
 
 def _rate(step, n: int, seconds: float) -> float:
