@@ -202,21 +202,33 @@ class Adversary:
         The deployed weights (the cloud holds them; what an attack may read of them is
         decided by its threat model).
     evaluator_state
-        Weights of the independent evaluation classifier.
+        Weights of the independent evaluation classifier, or a function that returns
+        them: it is called when a score first needs them, so an attack can start while
+        the classifier still trains elsewhere (the attack stage's Ray units).
     """
 
     def __init__(self, ws: Workspace, edge_states: dict[str, dict[str, torch.Tensor]],
                  cloud_state: dict[str, torch.Tensor],
-                 evaluator_state: dict[str, torch.Tensor]) -> None:
+                 evaluator_state: dict[str, torch.Tensor]
+                 | Callable[[], dict[str, torch.Tensor]]) -> None:
         self.ws, self.kit = ws, ModelKit(ws)
         self.edge_states = edge_states
         self.cloud = self.kit.cloud()
         self.cloud.load_state_dict(cloud_state)
         self.cloud.eval()
-        self.evaluator = _evaluator(self.kit)
-        self.evaluator.load_state_dict(evaluator_state)
-        self.evaluator.eval()
+        self._evaluator_state = evaluator_state
+        self._evaluator: torch.nn.Module | None = None
         self.aux_x, self.aux_y = auxiliary_data(ws)
+
+    @property
+    def evaluator(self) -> torch.nn.Module:
+        """The evaluation classifier, built on first use."""
+        if self._evaluator is None:
+            state = self._evaluator_state
+            model = _evaluator(self.kit)
+            model.load_state_dict(state() if callable(state) else state)
+            self._evaluator = model.eval()
+        return self._evaluator
 
     def attack_tier(self, tier: str, obs: TierObservations) -> TierLeakage:
         """Every attack of the scenario, and the information metrics, against ``tier``."""

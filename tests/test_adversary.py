@@ -72,6 +72,23 @@ def test_each_threat_model_grants_exactly_its_knowledge(adversary):
         pickle.dumps(black.query)
 
 
+def test_the_evaluator_is_fetched_only_when_a_score_needs_it(adversary):
+    """Attack units start while the evaluation classifier still trains elsewhere."""
+    ws, edges, adv = adversary
+    calls = []
+
+    def fetch():
+        calls.append(1)
+        return adv.evaluator.state_dict()
+
+    lazy = Adversary(ws, edges, adv.cloud.state_dict(), fetch)
+    assert not calls
+    x = torch.from_numpy(ws.eval_x[:8])
+    torch.testing.assert_close(lazy.evaluator(x), adv.evaluator(x))
+    lazy.evaluator(x)
+    assert len(calls) == 1
+
+
 def test_auxiliary_sources(smoke_raw):
     ws = build_workspace(validate_scenario(with_adversary(
         smoke_raw, auxiliary={"source": "noise", "size": 32})))

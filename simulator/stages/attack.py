@@ -72,7 +72,7 @@ def _spec(ws: Workspace, unit: Unit) -> Any:
     return point_spec(spec, dict(unit.setting)) if unit.setting else spec
 
 
-def _run_unit(ws: Workspace, edges: dict, cloud: dict, evaluator: dict, unit: Unit,
+def _run_unit(ws: Workspace, edges: dict, cloud: dict, evaluator: Any, unit: Unit,
               obs: TierObservations, attempt: int) -> AttackResult | dict[str, Any]:
     """One unit, in whichever process runs it (the injected fault strikes here).
 
@@ -91,10 +91,13 @@ def _run_unit(ws: Workspace, edges: dict, cloud: dict, evaluator: dict, unit: Un
     return result
 
 
-def _ray_unit(*args: Any) -> Any:
+def _ray_unit(ws: Workspace, edges: dict, cloud: dict, evaluator: list, *rest: Any) -> Any:
+    """A unit in a Ray worker; ``evaluator`` holds the classifier's ref, fetched when
+    the unit first scores."""
+    import ray
     mark_actor_process()
     torch.set_num_threads(1)
-    return _run_unit(*args)
+    return _run_unit(ws, edges, cloud, lambda: ray.get(evaluator[0]), *rest)
 
 
 def _ray_evaluator(ws: Workspace) -> dict[str, torch.Tensor]:
@@ -217,26 +220,41 @@ def _run_here(ctx: RunContext, todo: list[Unit], edges: dict, cloud: dict,
 
 def _run_on_ray(ctx: RunContext, todo: list[Unit], edges: dict, cloud: dict,
                 observations: dict, done: int, total: int) -> None:
-    """Units as Ray tasks of one CPU each; finished units are saved as they arrive."""
+    """Units as Ray tasks of one CPU each; finished units are saved as they arrive.
+
+    The evaluation classifier trains as a task of its own while the first units run
+    (they need it only to score what they reconstructed); the information units, short
+    and the first to need it, go last, where they fill the cores the long units leave.
+    """
     import ray
 
     from simulator.engine.flower import init_ray
     init_ray(ctx.ws.scenario.ray)
     ctx.recorder.note_ray_session()
     ws_ref = ray.put(ctx.ws)
-    remote_eval = ray.remote(num_cpus=1, max_retries=1)(_ray_evaluator)
-    evaluator = _evaluator(ctx, lambda: ray.get(remote_eval.remote(ws_ref)))
-    refs = {k: ray.put(v) for k, v in (("edges", edges), ("cloud", cloud),
-                                        ("evaluator", evaluator))}
+    saved = ctx.folder("attack") / "evaluator.pt"
+    evaluating = None
+    if saved.is_file():
+        evaluator_ref = ray.put(torch.load(saved, weights_only=True))
+    else:
+        evaluating = evaluator_ref = ray.remote(num_cpus=1, max_retries=1)(
+            _ray_evaluator).remote(ws_ref)
+    refs = {k: ray.put(v) for k, v in (("edges", edges), ("cloud", cloud))}
     obs_refs = {t: ray.put(o) for t, o in observations.items()}
     task = ray.remote(num_cpus=1, max_retries=0)(_ray_unit)
 
     def submit(unit: Unit, attempt: int) -> Any:
-        return task.remote(ws_ref, refs["edges"], refs["cloud"], refs["evaluator"], unit,
+        # the evaluator's ref travels in a list, so Ray does not wait for it to start
+        return task.remote(ws_ref, refs["edges"], refs["cloud"], [evaluator_ref], unit,
                            obs_refs[unit.tier], attempt)
 
-    pending = {submit(u, 0): (u, 0) for u in todo}
+    order = sorted(todo, key=lambda u: u.label == INFORMATION)
+    pending = {submit(u, 0): (u, 0) for u in order}
     while pending:
+        if evaluating is not None and ray.wait([evaluating], timeout=0)[0]:
+            state = ray.get(evaluating)   # a failure here fails the stage, as before
+            write_atomic(saved, lambda p: torch.save(state, p))
+            evaluating = None
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
         for ref in ready:
             unit, attempt = pending.pop(ref)
