@@ -46,6 +46,9 @@ def matched_accuracy(sweep: str | Path | pd.DataFrame,
                      replicates: int = 200, seed: int = 0) -> pd.DataFrame:
     """Each defense's worst-case leakage at the undefended accuracy minus ``drops``.
 
+    A defense's range is its points that differ only in numbers (strengths); a point
+    with another switch (``{name: siftfunnel, funnel: false}``) is a defense of its own.
+
     Parameters
     ----------
     sweep
@@ -135,6 +138,18 @@ def setting_label(spec: dict[str, Any]) -> str:
     return f"{spec.get('name', '?')}({args})" if args else str(spec.get("name", "?"))
 
 
+def _variant(spec: dict[str, Any]) -> str:
+    """The defense a point belongs to: its name and its switches (booleans, names).
+
+    Only numbers are strengths along one defense's range; points that differ in a
+    switch (an ablation: ``{name: siftfunnel, funnel: false}``) are different defenses,
+    and interpolating between them would mean nothing.
+    """
+    switches = {k: v for k, v in spec.items() if k != "name" and (
+        isinstance(v, bool) or not isinstance(v, (int, float)))}
+    return setting_label({"name": spec.get("name"), **switches})
+
+
 def _spec(value: Any) -> dict[str, Any] | None:
     if isinstance(value, str) and value.lstrip().startswith("{"):
         try:
@@ -173,10 +188,11 @@ def _points(table: pd.DataFrame, axis: str) -> pd.DataFrame:
     collapsed, with an accuracy); rows whose tier does not run the axis's defense
     (an axis over one tier) are dropped."""
     specs = [_spec(v) or {} for v in table[axis]]
-    rows = table.assign(_defense=[str(s.get("name")) for s in specs],
+    rows = table.assign(_name=[str(s.get("name")) for s in specs],
+                        _defense=[_variant(s) for s in specs],
                         _setting=[setting_label(s) if s else "" for s in specs])
     if "defense" in rows:  # the tier's own record of what it ran
-        ran = rows["defense"].isna() | (rows["defense"].astype(str) == rows["_defense"])
+        ran = rows["defense"].isna() | (rows["defense"].astype(str) == rows["_name"])
         rows = rows[ran]
     usable = ~collapsed_tiers(rows) & rows["accuracy_mean"].notna()
     if "status" in rows:

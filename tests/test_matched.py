@@ -132,6 +132,25 @@ def test_ranges_that_miss_the_target_are_marked_not_matched(tmp_path):
     assert weak["reached_accuracy"] == pytest.approx(0.80)
 
 
+def test_switched_off_components_are_defenses_of_their_own(tmp_path):
+    """An ablation's points are not a strength range: never interpolated across."""
+    points = [POINTS[0],
+              ({"name": "siftfunnel", "beta": 1.0}, 0.945, 0.5, False, "complete"),
+              ({"name": "siftfunnel", "beta": 4.0}, 0.915, 0.3, False, "complete"),
+              ({"name": "siftfunnel", "beta": 1.0, "funnel": False}, 0.94, 0.8, False,
+               "complete")]
+    out = matched_accuracy(write_sweep(tmp_path / "s", points), drops=(2,),
+                           replicates=5)
+    assert set(out["defense"]) == {"siftfunnel", "siftfunnel(funnel=False)"}
+    ranged = _row(out, "siftfunnel", "low", 2)      # 0.93: 0.915 .. 0.945, halfway
+    assert ranged["status"] == MATCHED and ranged["points"] == 2
+    assert ranged["ssim_worst_case"] == pytest.approx(0.4)
+    alone = _row(out, "siftfunnel(funnel=False)", "low", 2)   # costs only 1 point
+    assert alone["points"] == 1 and alone["status"] == TOO_WEAK
+    assert alone["ssim_worst_case"] == pytest.approx(0.8)
+    assert alone["reached_accuracy"] == pytest.approx(0.94)
+
+
 def test_collapsed_and_failed_points_are_left_out(tmp_path):
     out = matched_accuracy(write_sweep(tmp_path / "s"), drops=(10,), replicates=20)
     # with the collapsed a=50 point (0.10) the target 0.85 would be bracketed
