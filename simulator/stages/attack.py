@@ -170,14 +170,15 @@ def attack(ctx: RunContext, executor: str = "ray") -> None:
                                              for u in units(ctx.ws, sorted(observations))))
 
 
-def _evaluator(ctx: RunContext, train: Any) -> dict[str, torch.Tensor]:
-    """The independent evaluation classifier: trained once per run, kept for resumes."""
+# The independent evaluation classifier is trained once per run and kept for resumes.
+
+def _saved_evaluator(ctx: RunContext) -> dict[str, torch.Tensor] | None:
     path = ctx.folder("attack") / "evaluator.pt"
-    if path.is_file():
-        return torch.load(path, weights_only=True)
-    state = train()
-    write_atomic(path, lambda p: torch.save(state, p))
-    return state
+    return torch.load(path, weights_only=True) if path.is_file() else None
+
+
+def _keep_evaluator(ctx: RunContext, state: dict[str, torch.Tensor]) -> None:
+    write_atomic(ctx.folder("attack") / "evaluator.pt", lambda p: torch.save(state, p))
 
 
 def _finished(ctx: RunContext, unit: Unit, result: Any, done: int, total: int) -> None:
@@ -201,7 +202,10 @@ def _give_up(ctx: RunContext, unit: Unit, reason: str, done: int, total: int) ->
 def _run_here(ctx: RunContext, todo: list[Unit], edges: dict, cloud: dict,
               observations: dict, done: int, total: int) -> None:
     """In this process, one unit after another (the local engine)."""
-    evaluator = _evaluator(ctx, lambda: train_evaluator(ctx.ws))
+    evaluator = _saved_evaluator(ctx)
+    if evaluator is None:
+        evaluator = train_evaluator(ctx.ws)
+        _keep_evaluator(ctx, evaluator)
     for unit in todo:
         for attempt in range(2):
             try:
@@ -232,10 +236,10 @@ def _run_on_ray(ctx: RunContext, todo: list[Unit], edges: dict, cloud: dict,
     init_ray(ctx.ws.scenario.ray)
     ctx.recorder.note_ray_session()
     ws_ref = ray.put(ctx.ws)
-    saved = ctx.folder("attack") / "evaluator.pt"
+    saved = _saved_evaluator(ctx)
     evaluating = None
-    if saved.is_file():
-        evaluator_ref = ray.put(torch.load(saved, weights_only=True))
+    if saved is not None:
+        evaluator_ref = ray.put(saved)
     else:
         evaluating = evaluator_ref = ray.remote(num_cpus=1, max_retries=1)(
             _ray_evaluator).remote(ws_ref)
@@ -252,8 +256,7 @@ def _run_on_ray(ctx: RunContext, todo: list[Unit], edges: dict, cloud: dict,
     pending = {submit(u, 0): (u, 0) for u in order}
     while pending:
         if evaluating is not None and ray.wait([evaluating], timeout=0)[0]:
-            state = ray.get(evaluating)   # a failure here fails the stage, as before
-            write_atomic(saved, lambda p: torch.save(state, p))
+            _keep_evaluator(ctx, ray.get(evaluating))   # a failure fails the stage
             evaluating = None
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
         for ref in ready:
