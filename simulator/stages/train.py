@@ -11,7 +11,7 @@ step), and optimisers live for one round only (centralized: saved).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,10 @@ def load_state(ctx: RunContext) -> tuple[TrainState, dict[str, Any]]:
 
 
 def _save(ctx: RunContext, state: TrainState, extra: dict[str, Any]) -> None:
-    data = {"state": asdict(state), "extra": extra}
+    # the fields themselves, not dataclasses.asdict: that deep-copies every tensor and
+    # per-device dict first, a third of a round's checkpoint time at 1,000 devices
+    data = {"state": {f.name: getattr(state, f.name) for f in fields(state)},
+            "extra": extra}
     write_atomic(ctx.folder("train") / "checkpoint.pt", lambda p: torch.save(data, p))
     ctx.recorder.record_failures(state.failures)
     ctx.recorder.record_collapses(state.collapses)
