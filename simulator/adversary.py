@@ -26,12 +26,12 @@ from analysis.metrics import (bias_corrected_dcor2, effective_volume,
                               nearest_neighbour_identification, psnr, ssim)
 from simulator.engine.observations import PHASES, TierObservations
 from simulator.engine.workspace import ModelKit, Workspace
-from simulator.scenario import plugin_params
+from simulator.scenario import Scenario, plugin_params
 from simulator.seeding import derive_seed, generator, rng, seeded
 from strategies.attacks import ATTACKS, THREAT_MODELS, BlackBoxQuery, QueryOracle, WhiteBox
 
 __all__ = ["Adversary", "AttackResult", "Spend", "TierLeakage", "auxiliary_data",
-           "combine", "run_adversary", "train_evaluator"]
+           "combine", "evaluator_inputs", "run_adversary", "train_evaluator"]
 
 _CHUNK = 256
 
@@ -156,6 +156,14 @@ def _match_channels(x: np.ndarray, channels: int) -> np.ndarray:
     if x.shape[1] == 1 and channels == 3:
         return np.repeat(x, 3, axis=1)
     raise ValueError(f"auxiliary images have {x.shape[1]} channels, victims {channels}")
+
+
+def evaluator_inputs(sc: Scenario) -> dict[str, Any]:
+    """What :func:`train_evaluator` depends on (data, splits, backbone, seed, epochs):
+    scenarios that agree here train the same classifier, bit for bit, whatever their
+    tiers, defenses and attacks, so a sweep's points may share it."""
+    keep = sc.model_dump(mode="json", include={"dataset", "splits", "model", "seed"})
+    return keep | {"evaluation_epochs": sc.adversary.evaluation_epochs}
 
 
 def train_evaluator(ws: Workspace) -> dict[str, torch.Tensor]:

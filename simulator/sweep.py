@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import itertools
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -153,13 +154,36 @@ def run_sweep(path_or_raw: str | Path | dict[str, Any],
         note = f"{point.label} {status} ({point.describe()})"
         say("sweep", finished, len(points), note + (f": {error}" if error else ""))
 
+    def ready(point: SweepPoint) -> SweepPoint:
+        _share_evaluator(folder, points, point)
+        return point
+
     if workers > 1 and len(todo) > 1:
-        _run_on_ray(todo, folder, workers, runner or run_point, done)
+        _run_on_ray(todo, folder, workers, runner or run_point, done, ready)
     else:
         run = runner or (lambda sc, out: run_point(sc, out, progress))
         for p in todo:
-            done(p, *_attempt(run, p.scenario, folder / p.label))
+            done(p, *_attempt(run, ready(p).scenario, folder / p.label))
     return folder
+
+
+def _share_evaluator(folder: Path, points: list[SweepPoint], point: SweepPoint) -> None:
+    """Give ``point`` the evaluation classifier another point already trained, when it
+    would train the same one (:func:`simulator.adversary.evaluator_inputs`): 90 CPU
+    seconds a point on MNIST, the attack stage then loads it as a resumed run does."""
+    from simulator.adversary import evaluator_inputs
+    from simulator.stages.attack import evaluator_path
+    if not point.scenario.adversary.enabled:
+        return
+    mine = evaluator_inputs(point.scenario)
+    for other in points:
+        source = evaluator_path(folder / other.label)
+        if other is not point and source.is_file() \
+                and evaluator_inputs(other.scenario) == mine:
+            target = evaluator_path(folder / point.label)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+            return
 
 
 def _sweep_section(raw: dict[str, Any], source: str) -> Sweep:
@@ -239,7 +263,7 @@ def _ray_attempt(runner: Runner, raw: dict[str, Any],
 
 
 def _run_on_ray(todo: list[SweepPoint], folder: Path, workers: int, runner: Runner,
-                done: Done) -> None:
+                done: Done, ready: Callable[[SweepPoint], SweepPoint]) -> None:
     import ray
     started = not ray.is_initialized()
     if started:  # a fresh local instance, as in simulator.engine.flower.init_ray
@@ -256,7 +280,7 @@ def _run_on_ray(todo: list[SweepPoint], folder: Path, workers: int, runner: Runn
         queue, pending = list(todo), {}
         while queue or pending:
             while queue and len(pending) < workers:  # a running Ray may have more CPUs
-                p = queue.pop(0)
+                p = ready(queue.pop(0))
                 pending[task.remote(runner, p.raw, str(folder / p.label))] = p
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:

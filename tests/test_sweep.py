@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from conftest import SMOKE
@@ -234,3 +235,29 @@ def test_shipped_sweeps_expand(name):
     points = expand_sweep(raw, name)
     assert len(points) >= 9 and all(isinstance(p, SweepPoint) for p in points)
     assert len({p.label for p in points}) == len(points)
+
+
+def test_points_that_would_train_the_same_evaluator_share_it(tmp_path):
+    """The evaluation classifier depends on data, splits, backbone, seed and epochs only:
+    a point whose defense differs gets a finished point's copy; another seed does not."""
+    from simulator.adversary import evaluator_inputs, train_evaluator
+    from simulator.run import build_workspace
+    from simulator.stages.attack import evaluator_path
+    from simulator.sweep import _share_evaluator
+    raw = _tiny(axes={"seed": [1, 2], "tiers.*.defense": [{"name": "none"},
+                                                          {"name": "dropout"}]})
+    raw["adversary"] = {"enabled": True, "evaluation_epochs": 1}
+    points = expand_sweep(raw)
+    # the claim behind sharing: another defense trains the same classifier, bit for bit
+    same = [train_evaluator(build_workspace(p.scenario)) for p in points[:2]]
+    assert evaluator_inputs(points[0].scenario) == evaluator_inputs(points[1].scenario)
+    assert all(torch.equal(same[0][k], same[1][k]) for k in same[0])
+    assert evaluator_inputs(points[2].scenario) != evaluator_inputs(points[0].scenario)
+    source = evaluator_path(tmp_path / points[0].label)
+    source.parent.mkdir(parents=True)
+    torch.save(same[0], source)
+    for p in points[1:]:
+        _share_evaluator(tmp_path, points, p)
+    assert evaluator_path(tmp_path / points[1].label).read_bytes() == source.read_bytes()
+    assert not evaluator_path(tmp_path / points[2].label).exists()
+    assert not evaluator_path(tmp_path / points[3].label).exists()

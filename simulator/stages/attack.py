@@ -31,7 +31,7 @@ from simulator.records import read_checkpoints, read_observations, write_atomic
 from simulator.search import grid, point_spec, setting_key, setting_text
 from simulator.stages.context import RunContext
 
-__all__ = ["INFORMATION", "Unit", "attack", "load_unit", "units"]
+__all__ = ["INFORMATION", "Unit", "attack", "evaluator_path", "load_unit", "units"]
 
 INFORMATION = "information"   # the unit of a tier's information metrics
 
@@ -170,15 +170,22 @@ def attack(ctx: RunContext, executor: str = "ray") -> None:
                                              for u in units(ctx.ws, sorted(observations))))
 
 
-# The independent evaluation classifier is trained once per run and kept for resumes.
+# The independent evaluation classifier is trained once per run and kept for resumes
+# (and for a sweep's later points: simulator.sweep copies it where it would be the same).
+
+def evaluator_path(run_dir: Path) -> Path:
+    """Where a run directory keeps its evaluation classifier."""
+    return run_dir / "stages" / "attack" / "evaluator.pt"
+
 
 def _saved_evaluator(ctx: RunContext) -> dict[str, torch.Tensor] | None:
-    path = ctx.folder("attack") / "evaluator.pt"
+    path = evaluator_path(ctx.path)
     return torch.load(path, weights_only=True) if path.is_file() else None
 
 
 def _keep_evaluator(ctx: RunContext, state: dict[str, torch.Tensor]) -> None:
-    write_atomic(ctx.folder("attack") / "evaluator.pt", lambda p: torch.save(state, p))
+    ctx.folder("attack")
+    write_atomic(evaluator_path(ctx.path), lambda p: torch.save(state, p))
 
 
 def _finished(ctx: RunContext, unit: Unit, result: Any, done: int, total: int) -> None:
