@@ -164,6 +164,13 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from simulator.export import export_records
+    runs = export_records(args.source, args.dest)
+    print(f"records of {len(runs)} finished run(s) in {args.dest}")
+    return 0
+
+
 def _cmd_attack(args: argparse.Namespace) -> int:
     from simulator.interrupt import stop_on_signals
     from simulator.run import attack_run
@@ -225,6 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="put runs side by side (tables, frontier)")
     p.add_argument("run_dirs", nargs="+")
     p.add_argument("--out", default="comparison", help="folder for comparison.html")
+    p = sub.add_parser("export", help="copy the records of a run or of a sweep's "
+                       "finished points without checkpoints, logs and images (to keep, "
+                       "share or continue a sweep elsewhere)")
+    p.add_argument("source", help="a run or sweep directory")
+    p.add_argument("dest", help="a new folder, or an earlier export of the same")
     p = sub.add_parser("attack", help="rerun the curious cloud on a finished run "
                        "directory (no retraining)")
     p.add_argument("run_dir", help="a directory written by `siftsim run`")
@@ -243,10 +255,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "debug", False):
         sys.stdout = _WithoutRayNotices(sys.stdout)
     handlers = {"run": _cmd_run, "validate": _cmd_validate, "attack": _cmd_attack,
-                "sweep": _cmd_sweep, "report": _cmd_report, "compare": _cmd_compare}
+                "sweep": _cmd_sweep, "report": _cmd_report, "compare": _cmd_compare,
+                "export": _cmd_export}
     try:
         return handlers[args.command](args)
-    except (ScenarioError, DatasetNotFoundError, FileNotFoundError,
+    except (ScenarioError, DatasetNotFoundError, FileNotFoundError, FileExistsError,
             RunDirectoryError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
