@@ -67,7 +67,8 @@ def claim(folder: Path, raw: dict[str, Any], points: list[SweepPoint], source: s
         raise ScenarioError(where, ["already holds a sweep; rerun without --no-resume "
                                     "to continue it, or give a new --out directory"])
     if path.is_file():
-        diff = _difference(json.loads(path.read_text()).get("points"), record["points"])
+        diff = _difference(_what_runs(json.loads(path.read_text()).get("points")),
+                           _what_runs(record["points"]))
         if diff:
             raise ScenarioError(where, [f"holds a different sweep ({diff}); give a new "
                                         "--out directory, or delete this one to start "
@@ -78,6 +79,27 @@ def claim(folder: Path, raw: dict[str, Any], points: list[SweepPoint], source: s
                                     "sweep directory; give a new --out directory"])
     folder.mkdir(parents=True, exist_ok=True)
     _write_json(path, record)
+
+
+# Where the data and the runs live changes no result: a sweep (or its export) continues
+# on a machine that keeps the dataset elsewhere.
+_PLACES = (("dataset", "root"), ("dataset", "download"), ("output_dir",))
+
+
+def _what_runs(points: Any) -> Any:
+    """The points without the places of :data:`_PLACES`."""
+    if not isinstance(points, list):
+        return points
+    out = json.loads(json.dumps(points))
+    for point in out:
+        scenario = point.get("scenario") if isinstance(point, dict) else None
+        for *parents, key in _PLACES:
+            node = scenario
+            for part in parents:
+                node = node.get(part) if isinstance(node, dict) else None
+            if isinstance(node, dict):
+                node.pop(key, None)
+    return out
 
 
 def _difference(old: Any, new: Any, where: str = "points") -> str | None:

@@ -26,9 +26,12 @@ def test_a_sweep_exports_its_finished_points_and_continues_from_the_export(tmp_p
         "p000", "p002", "sweep.csv", "sweep.json", "sweep.parquet"]
     assert sorted(p.name for p in (export / "p000").iterdir()) == [
         "manifest.json", "tiers.parquet"]
-    # the export is a sweep folder: resuming it runs only the point it lacks
+    # the export is a sweep folder: resuming it runs only the point it lacks, also on
+    # a machine that keeps the data and the runs elsewhere (places are not identity)
     again = FakeRunner()
-    run_sweep(raw, export, parallel=1, runner=again)
+    elsewhere = raw | {"output_dir": "/elsewhere/runs"}
+    elsewhere["dataset"] = raw["dataset"] | {"root": "/elsewhere/data"}
+    run_sweep(elsewhere, export, parallel=1, runner=again)
     assert again.calls == ["smoke-p001"]
     table = pd.read_parquet(export / "sweep.parquet")
     assert set(table["status"]) == {"complete"}
