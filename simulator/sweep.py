@@ -31,7 +31,7 @@ from simulator.scenario import Scenario, Sweep
 from simulator.sweep_folder import (annotate, archive, claim, point_status, sweep_table,
                                     write_table)
 
-__all__ = ["SweepPoint", "expand_sweep", "run_point", "run_sweep", "sweep_table"]
+__all__ = ["RESUMABLE", "SweepPoint", "expand_sweep", "run_point", "run_sweep", "sweep_table"]
 
 Progress = Callable[[str, int, int, str], None]
 Runner = Callable[[Scenario, Path], Any]
@@ -95,12 +95,19 @@ def expand_sweep(raw: dict[str, Any], source: str = "<scenario>") -> list[SweepP
     return points
 
 
+# A point stopped on the way (the sweep was interrupted or killed) continues from its
+# checkpoints and finished attack units; a failed one starts over (history/ keeps it).
+RESUMABLE = ("running", "interrupted")
+
+
 def run_point(scenario: Scenario, run_dir: Path,
               progress: Progress | None = None) -> Path:
-    """The default runner: one point in-process with the local engine."""
+    """The default runner: one point in-process with the local engine, continuing
+    where an interrupted attempt stopped."""
     from simulator.engine.local import run_locally
     from simulator.run import run_scenario
-    return run_scenario(scenario, run_dir, progress, transport_factory=run_locally)
+    return run_scenario(scenario, run_dir, progress, transport_factory=run_locally,
+                        resume=point_status(run_dir) in RESUMABLE)
 
 
 def run_sweep(path_or_raw: str | Path | dict[str, Any],
@@ -118,8 +125,10 @@ def run_sweep(path_or_raw: str | Path | dict[str, Any],
         a different sweep (or anything but a sweep) is refused, never overwritten.
     resume
         Continue an existing sweep directory: points whose manifest says ``complete``
-        are skipped, others rerun (an earlier attempt moves to ``history/``). With
-        ``False`` an existing sweep directory is refused.
+        are skipped; with the default runner a point stopped on the way
+        (:data:`RESUMABLE`) continues from its checkpoints, others rerun (an earlier
+        attempt moves to ``history/``). With ``False`` an existing sweep directory is
+        refused.
     parallel
         Points run at once, as Ray tasks; default the scenario's ``sweep.parallel``.
     runner
@@ -140,7 +149,8 @@ def run_sweep(path_or_raw: str | Path | dict[str, Any],
     todo = [p for p in points if point_status(folder / p.label) != "complete"]
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for p in todo:
-        archive(folder, p.label, stamp)
+        if runner is not None or point_status(folder / p.label) not in RESUMABLE:
+            archive(folder, p.label, stamp)
     write_table(folder)
     say = progress or (lambda *a: None)
     say("sweep", len(points) - len(todo), len(points), f"{len(todo)} points to run")
@@ -176,6 +186,8 @@ def _share_evaluator(folder: Path, points: list[SweepPoint], point: SweepPoint) 
     if not point.scenario.adversary.enabled:
         return
     mine = evaluator_inputs(point.scenario)
+    if evaluator_path(folder / point.label).is_file():   # a resumed point has its own
+        return
     for other in points:
         source = evaluator_path(folder / other.label)
         if other is not point and source.is_file() \

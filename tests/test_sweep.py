@@ -261,3 +261,32 @@ def test_points_that_would_train_the_same_evaluator_share_it(tmp_path):
     assert evaluator_path(tmp_path / points[1].label).read_bytes() == source.read_bytes()
     assert not evaluator_path(tmp_path / points[2].label).exists()
     assert not evaluator_path(tmp_path / points[3].label).exists()
+
+
+def test_a_point_stopped_on_the_way_continues_from_its_checkpoint(tmp_path):
+    """Interrupted in its second round, the point resumes there (not from scratch, not
+    moved to history/) and ends with the records of an uninterrupted sweep."""
+    from simulator.interrupt import RunInterrupted
+    raw = _tiny(axes={"seed": [1]})
+    raw["training"]["rounds"] = 3
+    seen = []
+
+    def stop_in_round_two(phase, done, total, note=""):
+        seen.append((phase, done, note))
+        if (phase, done) == ("train", 2):
+            raise RunInterrupted("test stop")
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(raw, tmp_path / "out", parallel=1, progress=stop_in_round_two)
+    manifest = json.loads((tmp_path / "out" / "p000" / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted"
+    seen.clear()
+    run_sweep(raw, tmp_path / "out", parallel=1,
+              progress=lambda phase, done, total, note="": seen.append((phase, done, note)))
+    assert any("resuming training after round 1" in note for *_, note in seen)
+    assert [d for phase, d, _ in seen if phase == "train"] == [2, 3]
+    assert not (tmp_path / "out" / "history").exists()
+    fresh = run_sweep(raw, tmp_path / "fresh", parallel=1)
+    cols = ["tier", "accuracy_mean", "accuracy_pooled"]
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "out" / "sweep.parquet")[cols],
+                                  pd.read_parquet(fresh / "sweep.parquet")[cols])
