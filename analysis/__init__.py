@@ -28,6 +28,8 @@ _EXPORTS = {
     "search_table": "analysis.search",
     "searched_attacks": "analysis.search",
     "matched_accuracy": "analysis.matched",
+    "tier_sentences": "analysis.versus",
+    "versus_best_baseline": "analysis.versus",
     "information_vs_budget": "analysis.figures",
     "leakage_vs_attack_budget": "analysis.figures",
     "leakage_vs_budget": "analysis.figures",

@@ -81,6 +81,14 @@ def matched_accuracy(sweep: str | Path | pd.DataFrame,
     ValueError
         No defense axis, no worst-case leakage, or a tier without a usable ``none``.
     """
+    return _matched(sweep, drops, axis, replicates, seed)[0]
+
+
+def _matched(sweep: str | Path | pd.DataFrame, drops: Sequence[float], axis: str | None,
+             replicates: int, seed: int) -> tuple[pd.DataFrame, list[np.ndarray | None]]:
+    """:func:`matched_accuracy` and each row's replicate values (``(replicates,
+    metrics)`` or None), paired within a tier: every defense is read on the same
+    resampled devices."""
     if replicates < 1:
         raise ValueError(f"replicates must be >= 1, got {replicates}")
     table, root = _table(sweep)
@@ -94,22 +102,23 @@ def matched_accuracy(sweep: str | Path | pd.DataFrame,
     others = [a for a in sweep_axes(table)
               if a != axis and a in rows and rows[a].nunique(dropna=False) > 1]
     groups = rows.groupby(others, sort=False, dropna=False) if others else [((), rows)]
-    frames = []
+    frames, draws = [], []
     for key, group in groups:
         keys = dict(zip(others, key if isinstance(key, tuple) else (key,)))
         for tier in dict.fromkeys(group["tier"]):
-            part = _tier(group[group["tier"] == tier], str(tier), axis, drops, metrics,
-                         (replicates, seed, root))
+            part, values = _tier(group[group["tier"] == tier], str(tier), axis, drops,
+                                 metrics, (replicates, seed, root))
             frames.append(part.assign(**keys) if keys else part)
+            draws += values
     frames = [f for f in frames if len(f)]
     if not frames:
         raise ValueError(f"axis {axis!r} holds no defense but {REFERENCE!r} on any "
                          "tier: add the defenses to compare to the sweep axis")
-    out = pd.concat(frames, ignore_index=True)
+    out = pd.concat(frames, ignore_index=True)   # empty frames had no draws either
     out = out[[*others, *[c for c in out.columns if c not in others]]]
     out.attrs.update(axis=axis, metrics=metrics,
                      interval_notes=list(dict.fromkeys(out["interval"])))
-    return out
+    return out, draws
 
 
 def can_match(table: pd.DataFrame) -> bool:
@@ -212,26 +221,31 @@ def _reference(rows: pd.DataFrame, tier: str, axis: str) -> pd.Series:
 
 
 def _tier(rows: pd.DataFrame, tier: str, axis: str, drops: Sequence[float],
-          metrics: list[str], boot: tuple[int, int, Path | None]) -> pd.DataFrame:
-    """Every (defense, drop) row of one tier."""
+          metrics: list[str], boot: tuple[int, int, Path | None]
+          ) -> tuple[pd.DataFrame, list[np.ndarray | None]]:
+    """Every (defense, drop) row of one tier, and each row's replicate values."""
     ref = _reference(rows, tier, axis)
     replicates, seed, root = boot
     usable = rows[rows["_usable"]]
     reps = tier_replicates(usable, tier, metrics, replicates,
                            np.random.default_rng([seed, zlib.crc32(tier.encode())]),
                            root)
-    out = []
+    out, draws = [], []
     for name, group in rows.groupby("_defense", sort=False):
-        if name != REFERENCE:
-            out += [{"defense": name, "tier": tier, "drop": drop,
-                     **_row(ref, group, float(drop), metrics, reps)} for drop in drops]
-    return pd.DataFrame(out)
+        if name == REFERENCE:
+            continue
+        for drop in drops:
+            row, values = _row(ref, group, float(drop), metrics, reps)
+            out.append({"defense": name, "tier": tier, "drop": drop, **row})
+            draws.append(values)
+    return pd.DataFrame(out), draws
 
 
 def _row(ref: pd.Series, group: pd.DataFrame, drop: float, metrics: list[str],
-         reps: TierReplicates) -> dict[str, Any]:
-    """One defense (``group``: its rows of the tier) at one drop: the estimate, then
-    its bootstrap interval."""
+         reps: TierReplicates) -> tuple[dict[str, Any], np.ndarray | None]:
+    """One defense (``group``: its rows of the tier) at one drop: the estimate and its
+    bootstrap interval, and the replicates' values (paired across the tier's
+    defenses: every defense is read on the same resampled devices)."""
     points = group[group["_usable"]].sort_values("accuracy_mean", kind="stable")
     target = float(ref["accuracy_mean"]) - drop / 100.0
     acc = points["accuracy_mean"].to_numpy(float)
@@ -255,7 +269,7 @@ def _row(ref: pd.Series, group: pd.DataFrame, drop: float, metrics: list[str],
                     f"{m}_worst_case_hi": bounds[1, j]})
     used = 0 if draws is None else int(np.isfinite(draws).any(axis=1).sum())
     row.update(replicates_used=used, interval=reps.note)
-    return row
+    return row, draws
 
 
 def _bracket(acc: np.ndarray, target: float) -> tuple[str, int, int, float]:
