@@ -209,6 +209,13 @@ def _points(table: pd.DataFrame, axis: str) -> pd.DataFrame:
     return rows.assign(_usable=usable.to_numpy())
 
 
+def _has_run(group: pd.DataFrame) -> bool:
+    """Whether any point of a defense has run (finished or failed): a sweep still in
+    progress lists its pending defenses nowhere rather than as 'no usable point'."""
+    return "status" not in group or group["status"].astype(str).isin(
+        ["complete", "failed"]).any()
+
+
 def _reference(rows: pd.DataFrame, tier: str, axis: str) -> pd.Series:
     ref = rows[(rows["_defense"] == REFERENCE) & rows["_usable"]]
     if ref.empty:
@@ -232,7 +239,7 @@ def _tier(rows: pd.DataFrame, tier: str, axis: str, drops: Sequence[float],
                            root)
     out, draws = [], []
     for name, group in rows.groupby("_defense", sort=False):
-        if name == REFERENCE:
+        if name == REFERENCE or not _has_run(group):
             continue
         for drop in drops:
             row, values = _row(ref, group, float(drop), metrics, reps)

@@ -70,7 +70,8 @@ def versus_best_baseline(sweep: str | Path | pd.DataFrame, defense: str = "siftf
         row.update(_baseline(best, col))
         row.update(_interval(draws[mine.index[0]], None if best is None
                              else draws[best.name], j))
-        reason = _not_comparable(me["status"], best is not None)
+        reason = _not_comparable(me["status"], best is not None,
+                                 bool((group["defense"] != defense).any()))
         lo, hi = row["difference_lo"], row["difference_hi"]
         row.update(difference=np.nan if reason else row["value"] - row["baseline_value"],
                    verdict=NOT_COMPARABLE if reason else
@@ -119,7 +120,7 @@ def _interval(mine: np.ndarray | None, theirs: np.ndarray | None, j: int) -> dic
     return out
 
 
-def _not_comparable(status: str, has_baseline: bool) -> str:
+def _not_comparable(status: str, has_baseline: bool, others_ran: bool) -> str:
     """Why the defense cannot be compared at this accuracy ("" when it can)."""
     if status == CANNOT_REACH:
         return "cannot reach that accuracy"
@@ -127,7 +128,10 @@ def _not_comparable(status: str, has_baseline: bool) -> str:
         return "is too weak: even its strongest setting costs less"
     if status != MATCHED:
         return "has no usable point"
-    return "" if has_baseline else "has no baseline that reaches that accuracy"
+    if has_baseline:
+        return ""
+    return ("has no baseline that reaches that accuracy" if others_ran
+            else "has no baseline measured yet")
 
 
 def _clause(r: dict, label: str) -> str:

@@ -248,3 +248,15 @@ def test_the_sweep_report_has_the_matched_accuracy_section(tmp_path):
         assert "SSIM worst case (95% CI)" in text
         assert "gaussian_noise(sigma=1.0) .. gaussian_noise(sigma=0.5)" in text
     assert "paired bootstrap over 4 devices" in html
+
+
+def test_defenses_that_have_not_run_yet_are_left_out(tmp_path):
+    """A sweep in progress: pending points list nothing; a failed-only defense stays
+    (its 'no usable point' is news)."""
+    points = [*POINTS[:4],
+              ({"name": "vib", "beta": 0.01}, np.nan, np.nan, False, "pending"),
+              ({"name": "vib", "beta": 0.1}, np.nan, np.nan, False, "running"),
+              ({"name": "cem", "lam": 0.1}, np.nan, np.nan, False, "failed")]
+    out = matched_accuracy(write_sweep(tmp_path / "s", points), drops=(1,), replicates=5)
+    assert set(out["defense"]) == {"gaussian_noise", "cem"}
+    assert set(out.loc[out["defense"] == "cem", "status"]) == {NO_POINT}

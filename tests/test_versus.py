@@ -75,3 +75,13 @@ def test_the_sweep_report_says_it_for_siftfunnel(tmp_path):
     assert "siftfunnel against the best baseline" in text
     assert "Tier low: at matched accuracy siftfunnel leaks more than the best baseline " \
         "at 1 point below no defense" in text
+
+
+def test_a_defense_alone_so_far_says_no_baseline_was_measured(tmp_path):
+    points = [*POINTS[:4], ({"name": "dropout", "rate": 0.5}, None, None, False,
+                            "pending")]
+    v = versus_best_baseline(write_sweep(tmp_path / "s", points), "gaussian_noise",
+                             drops=(1,), replicates=5)
+    assert set(v["reason"]) == {"has no baseline measured yet"}
+    assert "has no baseline measured yet at 1 point below no defense" in \
+        tier_sentences(v)[0]
