@@ -15,7 +15,7 @@ import json
 import shutil
 from pathlib import Path
 
-from simulator.sweep_folder import point_status
+from simulator.sweep_folder import point_status, points_difference
 
 __all__ = ["RECORDS", "export_records"]
 
@@ -70,12 +70,15 @@ def _check_dest(dest: Path, marker: Path) -> None:
     if not dest.exists() or not any(dest.iterdir()):
         return
     theirs = dest / marker.name
-    if theirs.is_file() and _identity(theirs) == _identity(marker):
+    if theirs.is_file() and _same(json.loads(theirs.read_text()),
+                                  json.loads(marker.read_text()), marker.name):
         return
     raise FileExistsError(f"{dest} holds something other than an export of "
                           f"{marker.parent}: give a new destination")
 
 
-def _identity(path: Path) -> object:
-    data = json.loads(path.read_text())
-    return data.get("points") if path.name == "sweep.json" else data.get("name")
+def _same(theirs: dict, mine: dict, kind: str) -> bool:
+    """The same sweep (its points, as a resumed sweep compares them) or run (name)."""
+    if kind == "sweep.json":
+        return points_difference(theirs.get("points"), mine.get("points")) is None
+    return theirs.get("name") == mine.get("name")

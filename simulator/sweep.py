@@ -13,6 +13,7 @@ Ray task, so with ``parallel > 1`` each point is one Ray task running the local 
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import os
 import shutil
@@ -146,11 +147,7 @@ def run_sweep(path_or_raw: str | Path | dict[str, Any],
     folder = Path(out_dir) if out_dir else \
         Path(points[0].scenario.output_dir) / f"{raw.get('name', 'sweep')}-sweep"
     claim(folder, raw, points, source, resume)
-    todo = [p for p in points if point_status(folder / p.label) != "complete"]
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for p in todo:
-        if runner is not None or point_status(folder / p.label) not in RESUMABLE:
-            archive(folder, p.label, stamp)
+    todo = _unfinished(folder, points, resumable=runner is None)
     write_table(folder)
     say = progress or (lambda *a: None)
     say("sweep", len(points) - len(todo), len(points), f"{len(todo)} points to run")
@@ -164,17 +161,27 @@ def run_sweep(path_or_raw: str | Path | dict[str, Any],
         note = f"{point.label} {status} ({point.describe()})"
         say("sweep", finished, len(points), note + (f": {error}" if error else ""))
 
-    def ready(point: SweepPoint) -> SweepPoint:
-        _share_evaluator(folder, points, point)
-        return point
-
+    prepare = functools.partial(_share_evaluator, folder, points)
     if workers > 1 and len(todo) > 1:
-        _run_on_ray(todo, folder, workers, runner or run_point, done, ready)
+        _run_on_ray(todo, folder, workers, runner or run_point, done, prepare)
     else:
         run = runner or (lambda sc, out: run_point(sc, out, progress))
         for p in todo:
-            done(p, *_attempt(run, ready(p).scenario, folder / p.label))
+            prepare(p)
+            done(p, *_attempt(run, p.scenario, folder / p.label))
     return folder
+
+
+def _unfinished(folder: Path, points: list[SweepPoint],
+                resumable: bool) -> list[SweepPoint]:
+    """The points to run; earlier attempts move to ``history/`` unless the point can
+    continue from them (``resumable``: the default runner, a point stopped on the way)."""
+    todo = [p for p in points if point_status(folder / p.label) != "complete"]
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for p in todo:
+        if not (resumable and point_status(folder / p.label) in RESUMABLE):
+            archive(folder, p.label, stamp)
+    return todo
 
 
 def _share_evaluator(folder: Path, points: list[SweepPoint], point: SweepPoint) -> None:
@@ -275,7 +282,7 @@ def _ray_attempt(runner: Runner, raw: dict[str, Any],
 
 
 def _run_on_ray(todo: list[SweepPoint], folder: Path, workers: int, runner: Runner,
-                done: Done, ready: Callable[[SweepPoint], SweepPoint]) -> None:
+                done: Done, prepare: Callable[[SweepPoint], None]) -> None:
     import ray
     started = not ray.is_initialized()
     if started:  # a fresh local instance, as in simulator.engine.flower.init_ray
@@ -292,7 +299,8 @@ def _run_on_ray(todo: list[SweepPoint], folder: Path, workers: int, runner: Runn
         queue, pending = list(todo), {}
         while queue or pending:
             while queue and len(pending) < workers:  # a running Ray may have more CPUs
-                p = ready(queue.pop(0))
+                p = queue.pop(0)
+                prepare(p)
                 pending[task.remote(runner, p.raw, str(folder / p.label))] = p
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:

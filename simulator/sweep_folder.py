@@ -20,7 +20,8 @@ from simulator.loading import ScenarioError
 if TYPE_CHECKING:
     from simulator.sweep import SweepPoint
 
-__all__ = ["annotate", "archive", "claim", "point_status", "sweep_table", "write_table"]
+__all__ = ["annotate", "archive", "claim", "point_status", "points_difference",
+           "sweep_table", "write_table"]
 
 ENGINE = "local"  # points run with the in-process engine (see simulator.sweep)
 
@@ -67,8 +68,8 @@ def claim(folder: Path, raw: dict[str, Any], points: list[SweepPoint], source: s
         raise ScenarioError(where, ["already holds a sweep; rerun without --no-resume "
                                     "to continue it, or give a new --out directory"])
     if path.is_file():
-        diff = _difference(_what_runs(json.loads(path.read_text()).get("points")),
-                           _what_runs(record["points"]))
+        diff = points_difference(json.loads(path.read_text()).get("points"),
+                                 record["points"])
         if diff:
             raise ScenarioError(where, [f"holds a different sweep ({diff}); give a new "
                                         "--out directory, or delete this one to start "
@@ -84,6 +85,12 @@ def claim(folder: Path, raw: dict[str, Any], points: list[SweepPoint], source: s
 # Where the data and the runs live changes no result: a sweep (or its export) continues
 # on a machine that keeps the dataset elsewhere.
 _PLACES = (("dataset", "root"), ("dataset", "download"), ("output_dir",))
+
+
+def points_difference(old: Any, new: Any) -> str | None:
+    """Where two sweeps' recorded points differ in what runs, in words; None: the same
+    sweep (wherever its data and runs live)."""
+    return _difference(_what_runs(old), _what_runs(new))
 
 
 def _what_runs(points: Any) -> Any:

@@ -184,8 +184,9 @@ def _saved_evaluator(ctx: RunContext) -> dict[str, torch.Tensor] | None:
 
 
 def _keep_evaluator(ctx: RunContext, state: dict[str, torch.Tensor]) -> None:
-    ctx.folder("attack")
-    write_atomic(evaluator_path(ctx.path), lambda p: torch.save(state, p))
+    path = evaluator_path(ctx.path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, lambda p: torch.save(state, p))
 
 
 def _finished(ctx: RunContext, unit: Unit, result: Any, done: int, total: int) -> None:
