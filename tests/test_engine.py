@@ -173,15 +173,18 @@ def _square_loss_exchange(rnd, node, tier, z, y, device_ids, samples, sizes):
     return grads, np.array([np.mean(z[a:b] ** 2) for a, b in zip(bounds, bounds[1:])])
 
 
+@pytest.mark.parametrize("layout", ["grouped", "vmap"])
 @pytest.mark.parametrize("batch_size", [64, 4])   # 64: each device's whole data
 def test_stacked_cohort_trains_like_one_module_per_device(smoke_raw, monkeypatch,
-                                                          batch_size):
+                                                          batch_size, layout):
     from simulator.engine import cohort_edges
     from simulator.engine.device import run_train_job
     ws, kit, job = _cohort(smoke_raw, optimizer={"name": "sgd", "lr": 0.05,
                                                  "momentum": 0.9},
                            batch_size=batch_size)
     monkeypatch.setattr(cohort_edges, "MIN_STACK", 1)   # stack even groups of one
+    if layout == "vmap":   # as for an edge with a layer the grouped layout lacks
+        monkeypatch.setattr(cohort_edges, "supports", lambda module: False)
     built = []
     real = cohort_edges.cohort_edges
     monkeypatch.setattr("simulator.engine.device.cohort_edges",
@@ -190,6 +193,7 @@ def test_stacked_cohort_trains_like_one_module_per_device(smoke_raw, monkeypatch
     monkeypatch.setattr(cohort_edges, "stackable", lambda defense: False)
     alone = run_train_job(job, ws, kit, _square_loss_exchange)
     assert [type(e).__name__ for e in built] == ["StackedEdges", "DeviceEdges"]
+    assert built[0].layout == layout
     sizes = {min(batch_size, len(ws.population.devices[d].train_idx)) for d in job.device_ids}
     assert len(built[0].groups) == len(sizes)   # one stack per batch size
     assert len(sizes) > 1 if batch_size == 64 else len(sizes) == 1
