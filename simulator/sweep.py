@@ -163,13 +163,19 @@ def run_sweep(path_or_raw: str | Path | dict[str, Any],
 
     prepare = functools.partial(_share_evaluator, folder, points)
     if workers > 1 and len(todo) > 1:
-        _run_on_ray(todo, folder, workers, runner or run_point, done, prepare)
+        _run_on_ray(todo, folder, workers, runner, done, prepare, say)
     else:
-        run = runner or (lambda sc, out: run_point(sc, out, progress))
         for p in todo:
             prepare(p)
+            run = runner or functools.partial(run_point, progress=_labelled(say, p.label))
             done(p, *_attempt(run, p.scenario, folder / p.label))
     return folder
+
+
+def _labelled(say: Progress, label: str) -> Progress:
+    """A point's own progress (rounds, attack units), its lines named by the point:
+    ``[p006 attack] 5/12 ...``."""
+    return lambda phase, done, total, note="": say(f"{label} {phase}", done, total, note)
 
 
 def _unfinished(folder: Path, points: list[SweepPoint],
@@ -271,18 +277,36 @@ def _attempt(runner: Runner, scenario: Scenario,
     return "complete", None
 
 
-def _ray_attempt(runner: Runner, raw: dict[str, Any],
-                 run_dir: str) -> tuple[str, str | None]:
-    """One point inside a Ray task: plain data travels, the scenario is rebuilt here."""
+def _ray_attempt(runner: Runner | None, raw: dict[str, Any], run_dir: str,
+                 relay: Any = None) -> tuple[str, str | None]:
+    """One point inside a Ray task: plain data travels, the scenario is rebuilt here;
+    the default runner's progress goes to the driver through ``relay`` (a Ray queue)."""
     try:
         scenario = validate_scenario(raw)
     except ScenarioError as err:
         return "failed", f"ScenarioError: {err}"
+    if runner is None:
+        label = Path(run_dir).name
+
+        def progress(phase: str, done: int, total: int, note: str = "") -> None:
+            relay.put((label, phase, done, total, note))
+
+        runner = functools.partial(run_point,
+                                   progress=None if relay is None else progress)
     return _attempt(runner, scenario, Path(run_dir))
 
 
-def _run_on_ray(todo: list[SweepPoint], folder: Path, workers: int, runner: Runner,
-                done: Done, prepare: Callable[[SweepPoint], None]) -> None:
+_RELAY_S = 2.0   # how often the driver prints what the running points reported
+
+
+def _relay(queue: Any, say: Progress) -> None:
+    if queue is not None and queue.qsize():
+        for label, *line in queue.get_nowait_batch(queue.qsize()):
+            _labelled(say, label)(*line)
+
+
+def _run_on_ray(todo: list[SweepPoint], folder: Path, workers: int, runner: Runner | None,
+                done: Done, prepare: Callable[[SweepPoint], None], say: Progress) -> None:
     import ray
     started = not ray.is_initialized()
     if started:  # a fresh local instance, as in simulator.engine.flower.init_ray
@@ -294,15 +318,20 @@ def _run_on_ray(todo: list[SweepPoint], folder: Path, workers: int, runner: Runn
         ray.init(address="local", num_cpus=workers, include_dashboard=False,
                  log_to_driver=False, logging_level=logging.WARNING,
                  runtime_env={"env_vars": {"PYTHONPATH": path, **quiet}})
+    relay = None
     try:
+        if runner is None:   # the points' own progress lines, relayed to this console
+            from ray.util.queue import Queue
+            relay = Queue(actor_options={"num_cpus": 0})   # never waits for a CPU
         task = ray.remote(num_cpus=1)(_ray_attempt)
         queue, pending = list(todo), {}
         while queue or pending:
             while queue and len(pending) < workers:  # a running Ray may have more CPUs
                 p = queue.pop(0)
                 prepare(p)
-                pending[task.remote(runner, p.raw, str(folder / p.label))] = p
-            ready, _ = ray.wait(list(pending), num_returns=1)
+                pending[task.remote(runner, p.raw, str(folder / p.label), relay)] = p
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=_RELAY_S)
+            _relay(relay, say)
             for ref in ready:
                 try:
                     status, error = ray.get(ref)
@@ -310,6 +339,8 @@ def _run_on_ray(todo: list[SweepPoint], folder: Path, workers: int, runner: Runn
                     status, error = "failed", f"{type(err).__name__}: {err}"
                 done(pending.pop(ref), status, error)
     finally:
+        if relay is not None:
+            relay.shutdown()
         if started:
             ray.shutdown()
 

@@ -218,10 +218,19 @@ def test_overrides_apply_before_expansion(tmp_path):
 @pytest.mark.slow
 def test_points_run_as_ray_tasks_with_the_same_records(tmp_path):
     raw = _tiny(axes={"seed": [1, 2]}, parallel=2)
-    folder = run_sweep(_write(tmp_path, raw), tmp_path / "ray")
+    lines = {"ray": [], "seq": []}
+    folder = run_sweep(_write(tmp_path, raw), tmp_path / "ray",
+                       progress=lambda *line: lines["ray"].append(line))
     table = pd.read_parquet(folder / "sweep.parquet")
     assert set(table["status"]) == {"complete"} and set(table["seed"]) == {1, 2}
-    sequential = run_sweep(raw, tmp_path / "seq", parallel=1)
+    sequential = run_sweep(raw, tmp_path / "seq", parallel=1,
+                           progress=lambda *line: lines["seq"].append(line))
+    # each point's own progress reaches the sweep's console, named by the point
+    # (from the Ray tasks through a relay), the same lines as a sequential sweep
+    for engine, seen in lines.items():
+        phases = {line[0] for line in seen}
+        assert {"p000 train", "p001 train", "p000 inference", "sweep"} <= phases, engine
+    assert sorted(lines["ray"]) == sorted(lines["seq"])
     other = pd.read_parquet(sequential / "sweep.parquet")
     metrics = ["tier", "accuracy_mean", "accuracy_pooled", "macs"]
     pd.testing.assert_frame_equal(table[metrics], other[metrics])
@@ -273,7 +282,7 @@ def test_a_point_stopped_on_the_way_continues_from_its_checkpoint(tmp_path):
 
     def stop_in_round_two(phase, done, total, note=""):
         seen.append((phase, done, note))
-        if (phase, done) == ("train", 2):
+        if (phase, done) == ("p000 train", 2):
             raise RunInterrupted("test stop")
 
     with pytest.raises(KeyboardInterrupt):
@@ -284,7 +293,7 @@ def test_a_point_stopped_on_the_way_continues_from_its_checkpoint(tmp_path):
     run_sweep(raw, tmp_path / "out", parallel=1,
               progress=lambda phase, done, total, note="": seen.append((phase, done, note)))
     assert any("resuming training after round 1" in note for *_, note in seen)
-    assert [d for phase, d, _ in seen if phase == "train"] == [2, 3]
+    assert [d for phase, d, _ in seen if phase == "p000 train"] == [2, 3]
     assert not (tmp_path / "out" / "history").exists()
     fresh = run_sweep(raw, tmp_path / "fresh", parallel=1)
     cols = ["tier", "accuracy_mean", "accuracy_pooled"]
