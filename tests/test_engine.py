@@ -182,7 +182,7 @@ def test_stacked_cohort_trains_like_one_module_per_device(smoke_raw, monkeypatch
     ws, kit, job = _cohort(smoke_raw, optimizer={"name": "sgd", "lr": 0.05,
                                                  "momentum": 0.9},
                            batch_size=batch_size)
-    monkeypatch.setattr(cohort_edges, "MIN_STACK", 1)   # stack even groups of one
+    monkeypatch.setattr(cohort_edges, "MIN_STACK", {"grouped": 1, "vmap": 1})   # even 1
     if layout == "vmap":   # as for an edge with a layer the grouped layout lacks
         monkeypatch.setattr(cohort_edges, "supports", lambda module: False)
     built = []
@@ -211,9 +211,11 @@ def test_cohorts_stack_only_without_an_edge_loss_and_with_enough_devices(smoke_r
     from simulator.engine.cohort_edges import DeviceEdges, StackedEdges, cohort_edges
     same = lambda ids: {d: 8 for d in ids}                       # noqa: E731
     spread = lambda ids: {d: 8 + i for i, d in enumerate(ids)}   # noqa: E731
+    pairs = lambda ids: {d: 8 + i // 2 for i, d in enumerate(ids)}   # noqa: E731
     for defense, sizes, kind in (("nopeek", same, DeviceEdges),
                                  ("gaussian_noise", same, StackedEdges),
-                                 ("none", spread, DeviceEdges)):   # 1 device per size
+                                 ("none", spread, DeviceEdges),    # 1 device per size
+                                 ("none", pairs, StackedEdges)):   # 2: grouped pays
         ws, kit, job = _cohort(copy_of(smoke_raw), defense)
         edges = cohort_edges(kit, "small", job.edge_state, sizes(job.device_ids),
                              ws.scenario.training.optimizer, lambda d, k, s: 0)
