@@ -24,6 +24,12 @@ in one process, per rung, weighted by the samples each rung processed::
 
     python bench/fleet.py --scaling scenarios/fleet_10k.yaml --devices 1000 3000 10000
 
+``--cohort N`` prints, per rung, what a cohort of N devices' step (stacked edges and the
+cloud at their concatenated batch) reaches against that limit, models only: the
+efficiency the engine could reach with nothing outside the models::
+
+    python bench/fleet.py --cohort 10 scenarios/fleet_10k.yaml
+
 ``--full`` runs one scenario as ``siftsim run`` does (Flower + Ray, attack stage
 included) and checks it against a time and a memory target::
 
@@ -255,6 +261,63 @@ def scaling(scenario: str, sizes: list[int], engine: str, overrides: list[str],
                   f"{rows[-1]['per'] / rows[0]['per']:.2f}x seconds per device-round")
 
 
+def cohort_ceiling(scenario: str, cohort: int, overrides: list[str]) -> None:
+    """Per rung: one cohort step as the engine does it (``cohort`` devices' stacked
+    edges on ``batch_size`` images each, the cloud on their concatenated features,
+    backward through both, optimiser steps) against the limit's step at a saturating
+    batch, models only, alternated three times (best of each): the efficiency a
+    cohort of that size could reach with nothing outside the models."""
+    import torch
+    import torch.nn.functional as F
+
+    from simulator.engine.cohort_edges import StackedEdges
+    from simulator.engine.workspace import ModelKit, make_optimizer
+    from simulator.loading import load_scenario
+    from simulator.run import build_workspace
+    torch.set_num_threads(1)
+    sc = load_scenario(scenario, [*overrides, "devices=200"])
+    ws, b = build_workspace(sc), sc.training.batch_size
+    kit, opt_cfg = ModelKit(ws), sc.training.optimizer
+    edges = kit.initial_states()[0]
+    x, y = torch.from_numpy(ws.private_x[:256]), torch.from_numpy(ws.private_y[:256])
+    print(f"cohort of {cohort} devices x {b} images, 1 torch thread (samples/s)")
+    for tier in kit.tiers:
+        edge, cloud = kit.edge(tier).train(), kit.cloud().train()
+        opt = make_optimizer([*edge.parameters(), *cloud.parameters()], opt_cfg)
+        stacked = StackedEdges(kit, tier, edges[tier], dict.fromkeys(range(cohort), b),
+                               opt_cfg)
+        copy = kit.cloud().train()
+        copy_opt = make_optimizer(copy.parameters(), opt_cfg)
+        xs = {d: x[b * d:b * (d + 1)] for d in range(cohort)}
+
+        def limit(tier=tier, edge=edge, cloud=cloud, opt=opt):
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(cloud(edge(x), tier), y).backward()
+            opt.step()
+
+        def step(tier=tier, stacked=stacked, copy=copy, copy_opt=copy_opt, xs=xs):
+            zs = stacked.forward(0, xs, list(xs))
+            z = torch.cat(list(zs.values())).detach().requires_grad_()
+            copy_opt.zero_grad(set_to_none=True)
+            F.cross_entropy(copy(z, tier), y[:len(z)]).backward()
+            copy_opt.step()
+            stacked.backward(0, xs, zs, dict(zip(zs, z.grad.split(b))), 1.0)
+
+        rates = [(_timed(limit, len(x)), _timed(step, cohort * b)) for _ in range(3)]
+        best_limit, best_step = (max(r) for r in zip(*rates))
+        print(f"  {tier:<12} ({stacked.layout}) limit {best_limit:5.0f}  cohort step "
+              f"{best_step:5.0f}  ceiling {best_step / best_limit:.0%}", flush=True)
+
+
+def _timed(step, batch: int, seconds: float = 1.0) -> float:
+    step()
+    calls, t0 = 0, time.perf_counter()
+    while calls < 3 or time.perf_counter() - t0 < seconds:
+        step()
+        calls += 1
+    return calls * batch / (time.perf_counter() - t0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scenarios", nargs="*", default=DEFAULT)
@@ -268,6 +331,9 @@ def main() -> None:
                              "against --minutes and --gigabytes")
     parser.add_argument("--minutes", type=float, default=20.0)
     parser.add_argument("--gigabytes", type=float, default=8.0)
+    parser.add_argument("--cohort", type=int, default=None,
+                        help="the models alone at a cohort of this many devices "
+                             "against the limit, per rung (see cohort_ceiling)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads per process (--scaling: default 1)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -279,6 +345,10 @@ def main() -> None:
     if args.full:
         full(args.scenarios[0] if args.scenarios != DEFAULT else "scenarios/fleet_10k.yaml",
              args.set, args.minutes, args.gigabytes)
+        return
+    if args.cohort:
+        cohort_ceiling(args.scenarios[0] if args.scenarios != DEFAULT else
+                       "scenarios/fleet_10k.yaml", args.cohort, args.set)
         return
     if args.scaling:
         scenario = args.scenarios[0] if args.scenarios != DEFAULT else \
