@@ -15,7 +15,7 @@ import yaml
 
 from simulator.data import DATASETS, make_splits
 from simulator.engine.coordinator import Transport
-from simulator.engine.workspace import ModelKit, Workspace
+from simulator.engine.workspace import ModelKit, Workspace, long_lived
 from simulator.population import Population, expand_population
 from simulator.records import RunRecorder, new_run_dir
 from simulator.scenario import Scenario, plugin_params
@@ -123,6 +123,13 @@ def _run(scenario: Scenario, recorder: RunRecorder, progress: Progress,
     ctx = RunContext(ws, ModelKit(ws), recorder, progress, debug)
     recorder.mark_stage("setup", time.perf_counter() - t0, devices=len(ws.population.devices),
                         nodes=len(ws.population.nodes), private_samples=len(ws.private_y))
+    with long_lived():   # the workspace and models: no garbage collector scans them
+        _stages(ctx, transport_factory, debug)
+
+
+def _stages(ctx: RunContext, transport_factory: Callable[..., Any] | None,
+            debug: bool) -> None:
+    ws, recorder, progress, scenario = ctx.ws, ctx.recorder, ctx.progress, ctx.ws.scenario
     state, extra = train.load_state(ctx)
     if not recorder.stage_done("train") and state.next_round:
         progress("run", 1, len(STAGES), f"resuming training after round {state.next_round}")

@@ -87,6 +87,30 @@ def test_flower_run_matches_local_and_writes_the_run_directory(smoke_raw, tmp_pa
     assert len(inference) == devices["n_test"].sum()
 
 
+def test_a_run_keeps_its_setup_out_of_the_collector_and_gives_it_back(smoke_raw, tmp_path):
+    import gc
+
+    from simulator.stages import train
+    seen = []
+    real = train.run_split
+
+    def watched(ctx, *args):
+        # the workspace built in setup is frozen: full collections no longer scan it
+        devices = ctx.ws.population.devices
+        seen.append((gc.get_freeze_count(),
+                     not any(o is devices for o in gc.get_objects())))   # frozen
+        return real(ctx, *args)
+
+    smoke_raw["training"]["rounds"] = 1
+    before = gc.get_freeze_count()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(train, "run_split", watched)
+        run_scenario(validate_scenario(smoke_raw), tmp_path / "r",
+                     transport_factory=run_locally)
+    assert seen and seen[0][0] > before and seen[0][1]
+    assert gc.get_freeze_count() == 0   # a later run (a sweep's next point) frees it all
+
+
 def test_centralized_provider_training_deploys_to_every_tier(smoke_raw, tmp_path):
     smoke_raw["splits"]["provider"] = 0.4
     smoke_raw["training"].update(mode="centralized", epochs=6)

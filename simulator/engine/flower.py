@@ -15,6 +15,7 @@ it is used here and nowhere else (pyproject bounds flwr to the versions tested).
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -83,6 +84,7 @@ class CloudActor(Cloud):
         mark_actor_process()
         torch.set_num_threads(threads)
         super().__init__(ws, state)
+        gc.freeze()   # the workspace and models outlive every collection (long_lived)
 
     def ping(self) -> bool:
         return True
@@ -152,6 +154,7 @@ def _worker(ws_ref: Any, threads: int) -> tuple[Workspace, ModelKit]:
         ws = ray.get(ws_ref)
         _WORKERS.clear()
         _WORKERS[key] = (ws, ModelKit(ws))
+        gc.freeze()   # the workspace and models outlive every collection (long_lived)
     return _WORKERS[key]
 
 

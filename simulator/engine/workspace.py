@@ -8,6 +8,9 @@ the scenario in whichever process needs them.
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -24,7 +27,7 @@ from strategies.defenses import DEFENSES, DefendedEdge, Defense
 from strategies.models import BACKBONES, CloudModel, EdgeCost, build_cloud, build_edge, \
     debias_batchnorm, edge_cost
 
-__all__ = ["EncoderChoice", "ModelKit", "Workspace", "make_optimizer",
+__all__ = ["EncoderChoice", "ModelKit", "Workspace", "long_lived", "make_optimizer",
            "peak_activation_bytes", "refill", "state_of", "state_tensors",
            "weighted_edge_loss"]
 
@@ -226,3 +229,20 @@ def weighted_edge_loss(defense: Defense, x: torch.Tensor, z: torch.Tensor,
         return None
     extra = defense.edge_loss(x, z, edge)
     return None if extra is None else weight * extra
+
+
+@contextmanager
+def long_lived() -> Iterator[None]:
+    """Keep every object alive now (workspace, models, device records) out of the
+    cyclic garbage collector's scans until the block ends.
+
+    They live for the whole run, and each full collection scanned them all: 0.22 s,
+    3.4% of training at 1,000 devices on the in-process engine. Reference counting
+    still frees them; at the end they return to the collector, so a process that runs
+    many scenarios (a sweep's worker) still frees their cycles.
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
