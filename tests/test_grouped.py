@@ -119,6 +119,13 @@ def test_layers_without_a_grouped_rule_are_refused():
             GroupedEdge(module)
 
 
+def test_a_linear_layer_runs_on_features_only():
+    linear = nn.Sequential(nn.Linear(5, 2))
+    tensors = {k: torch.stack([v, v]) for k, v in linear.state_dict().items()}
+    with pytest.raises(ValueError, match=r"0: .*Linear layer on \(batch, features\)"):
+        GroupedEdge(linear)(tensors, torch.zeros(2, 3, 1, 4, 5))
+
+
 def test_defenses_whose_edges_run_grouped():
     """Defenses without edge layers run grouped; those with a learned or random head
     (or modules trained only by a device-side term) do not."""

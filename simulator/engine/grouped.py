@@ -140,7 +140,10 @@ def _batch_norm(g: GroupedEdge, m: nn.BatchNorm2d, prefix: str,
 
 @_rule(nn.Linear)
 def _linear(g: GroupedEdge, m: nn.Linear, prefix: str, x: torch.Tensor) -> torch.Tensor:
-    # x (B, n * in): each device's features through its own matrix.
+    # x (B, n * in), as in an SE block: each device's features through its own matrix.
+    if x.dim() != 2:
+        raise ValueError(f"{prefix[:-1]}: the grouped layout runs a Linear layer on "
+                         f"(batch, features) only, got shape {tuple(x.shape)}")
     out = torch.einsum("bni,noi->bno", g.split(x), g.tensors[prefix + "weight"])
     if m.bias is not None:
         out = out + g.tensors[prefix + "bias"]
