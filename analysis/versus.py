@@ -24,6 +24,8 @@ __all__ = ["LESS", "MORE", "NOT_COMPARABLE", "UNCLEAR", "tier_sentences",
 
 LESS, MORE, UNCLEAR = "leaks less", "leaks more", "no clear difference"
 NOT_COMPARABLE = "not comparable"
+_VERBS = {LESS: "leaks less than", MORE: "leaks more than",
+          UNCLEAR: "shows no clear difference from"}
 _LABELS = {"ssim": "SSIM", "attack_acc": "attack accuracy", "nn_ident": "identification"}
 
 
@@ -125,7 +127,7 @@ def _not_comparable(status: str, has_baseline: bool, others_ran: bool) -> str:
     if status == CANNOT_REACH:
         return "cannot reach that accuracy"
     if status == TOO_WEAK:
-        return "is too weak: even its strongest setting costs less"
+        return "is too weak to reach that accuracy (its strongest setting costs less)"
     if status != MATCHED:
         return "has no usable point"
     if has_baseline:
@@ -140,6 +142,6 @@ def _clause(r: dict, label: str) -> str:
         return f"{r['reason']} at {at}"
     interval = (f"[{r['difference_lo']:+.2f}, {r['difference_hi']:+.2f}]"
                 if np.isfinite(r["difference_lo"]) else "(no interval)")
-    return (f"{r['verdict']} than the best baseline at {at} ({label} {r['value']:.2f} "
+    return (f"{_VERBS[r['verdict']]} the best baseline at {at} ({label} {r['value']:.2f} "
             f"vs {r['baseline_value']:.2f} for {r['baseline']}, difference "
             f"{r['difference']:+.2f} {interval})")

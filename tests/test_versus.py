@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 from test_matched import POINTS, write_sweep
 
 from analysis import tier_sentences, versus_best_baseline
 from analysis.report import write_report
-from analysis.versus import LESS, MORE, NOT_COMPARABLE
+from analysis.versus import LESS, MORE, NOT_COMPARABLE, UNCLEAR
 
 
 def _at(frame, tier, drop):
@@ -85,3 +86,18 @@ def test_a_defense_alone_so_far_says_no_baseline_was_measured(tmp_path):
     assert set(v["reason"]) == {"has no baseline measured yet"}
     assert "has no baseline measured yet at 1 point below no defense" in \
         tier_sentences(v)[0]
+
+
+@pytest.mark.parametrize("verdict, words", [
+    (LESS, "leaks less than"), (MORE, "leaks more than"),
+    (UNCLEAR, "shows no clear difference from")])
+def test_every_verdict_reads_as_a_sentence(verdict, words):
+    row = {"tier": "low", "drop": 3, "verdict": verdict, "reason": "", "value": 0.5,
+           "baseline_value": 0.52, "baseline": "cem(lam=0.1)", "difference": -0.02,
+           "difference_lo": -0.1, "difference_hi": 0.06}
+    v = pd.DataFrame([row])
+    v.attrs.update(metric="ssim", defense="siftfunnel", others=[])
+    assert tier_sentences(v) == [
+        f"Tier low: at matched accuracy siftfunnel {words} the best baseline at 3 points "
+        "below no defense (SSIM 0.50 vs 0.52 for cem(lam=0.1), difference -0.02 "
+        "[-0.10, +0.06])."]
