@@ -205,12 +205,7 @@ def _rate(step, ws, batch: int, seconds: float) -> tuple[float, int]:
     import torch
     idx = np.arange(batch) % len(ws.private_y)
     x, y = torch.from_numpy(ws.private_x[idx]), torch.from_numpy(ws.private_y[idx])
-    step(x, y)
-    calls, t0 = 0, time.perf_counter()
-    while calls < 3 or time.perf_counter() - t0 < seconds:
-        step(x, y)
-        calls += 1
-    return calls * batch / (time.perf_counter() - t0), batch
+    return _timed(lambda: step(x, y), batch, seconds), batch
 
 
 def _efficiency(row: dict, reference: dict, phase: str) -> float:
@@ -310,6 +305,7 @@ def cohort_ceiling(scenario: str, cohort: int, overrides: list[str]) -> None:
 
 
 def _timed(step, batch: int, seconds: float = 1.0) -> float:
+    """Samples/s of ``step()`` (``batch`` samples a call) after one warm-up call."""
     step()
     calls, t0 = 0, time.perf_counter()
     while calls < 3 or time.perf_counter() - t0 < seconds:

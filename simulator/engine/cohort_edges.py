@@ -157,30 +157,30 @@ def cohort_edges(kit: ModelKit, tier: str, state: dict[str, torch.Tensor],
     """The cohort's edges (``sizes``: each device's batch size): stacked where the
     defense and the edge allow it and at least ``MIN_STACK`` devices share a batch size
     on average (fewer: one module each is as fast), else one module per device."""
-    layout = "grouped" if supports(kit.edge_copies(tier, state, 1)[0]) else "vmap"
-    if (len(sizes) >= MIN_STACK[layout] * len(set(sizes.values()))
-            and stackable(kit.defenses[tier]) and _deterministic(kit, tier, state)):
+    if (stackable(kit.defenses[tier]) and (layout := _layout(kit, tier, state))
+            and len(sizes) >= MIN_STACK[layout] * len(set(sizes.values()))):
         return StackedEdges(kit, tier, state, sizes, optimizer)
     return DeviceEdges(kit, tier, state, list(sizes), optimizer, seed)
 
 
-_DETERMINISTIC: WeakKeyDictionary[ModelKit, dict[str, bool]] = WeakKeyDictionary()
+_LAYOUTS: WeakKeyDictionary[ModelKit, dict[str, str | None]] = WeakKeyDictionary()
 
 
-def _deterministic(kit: ModelKit, tier: str, state: dict[str, torch.Tensor]) -> bool:
-    """Whether the edge draws no global randomness in training: every layer has a
-    grouped rule (all deterministic), or a trial vmapped call on zero images passes
-    (vmap refuses random operations in ``randomness="error"``); once per kit and tier."""
-    known = _DETERMINISTIC.setdefault(kit, {})
+def _layout(kit: ModelKit, tier: str, state: dict[str, torch.Tensor]) -> str | None:
+    """How the tier's edge stacks, once per kit and tier: ``"grouped"`` (every layer
+    has a grouped rule, all deterministic), ``"vmap"`` (a trial vmapped call on zero
+    images passes: the edge draws no global randomness, which vmap refuses in
+    ``randomness="error"``), or None (it does: one module per device)."""
+    known = _LAYOUTS.setdefault(kit, {})
     if tier not in known:
         known[tier] = _trial(kit, tier, state)
     return known[tier]
 
 
-def _trial(kit: ModelKit, tier: str, state: dict[str, torch.Tensor]) -> bool:
+def _trial(kit: ModelKit, tier: str, state: dict[str, torch.Tensor]) -> str | None:
     skeleton = kit.edge_copies(tier, state, 1)[0].train()
     if supports(skeleton):
-        return True
+        return "grouped"
     x = torch.zeros((1, 2, *kit.ws.image_shape))   # two images: BatchNorm needs 2
     try:
         with torch.no_grad():
@@ -189,8 +189,8 @@ def _trial(kit: ModelKit, tier: str, state: dict[str, torch.Tensor]) -> bool:
     except RuntimeError as err:
         if "random" not in str(err):
             raise
-        return False
-    return True
+        return None
+    return "vmap"
 
 
 def _stack(module: torch.nn.Module, state: dict[str, torch.Tensor],

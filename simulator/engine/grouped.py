@@ -61,9 +61,10 @@ def _supported(m: nn.Module) -> bool:
         return m.padding_mode == "zeros" and isinstance(m.padding, tuple)
     if kind is nn.BatchNorm2d:
         return m.track_running_stats and m.affine
-    if kind is DefendedEdge or kind is nn.ModuleDict:
-        # A defense's modules trained only by a device-side term never run here.
-        return not (m.training_only if kind is DefendedEdge else m)
+    if kind is DefendedEdge:   # modules trained only by a device-side term never run here
+        return not m.training_only
+    if kind is nn.ModuleDict:  # an empty training_only
+        return not m
     return kind in _RULES or kind is _ZPoolGate or isinstance(m, _ELEMENTWISE + _PER_CHANNEL)
 
 
