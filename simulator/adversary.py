@@ -341,6 +341,12 @@ class Adversary:
         per_device = -(-cfg.max_samples // max(1, len(np.unique(obs.device_id))))
         rows = _select(obs, adv.phases, per_device)[:cfg.max_samples]
         z = torch.from_numpy(obs.z[rows].astype(np.float32))
+        if not torch.isfinite(z).all():
+            bad = int((~torch.isfinite(z.flatten(1))).any(1).sum())
+            raise ValueError(f"tier {tier}'s logged features hold NaN or infinities in "
+                             f"{bad} of {len(z)} rows: its training diverged (see "
+                             "rounds.csv, finite_share), so no information metric is "
+                             "defined; lower the learning rate or the defense's strength")
         x = torch.from_numpy(self.ws.private_x[obs.sample[rows]])
         y = torch.from_numpy(self.ws.private_y[obs.sample[rows]])
         vol = effective_volume(z)

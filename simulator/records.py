@@ -168,7 +168,8 @@ class RunRecorder:
 
     def observations(self, logs: dict[str, TierObservations],
                      dataset_index: np.ndarray) -> None:
-        """Features as float16 ``.npy`` per tier; one parquet index for all tiers."""
+        """Features as ``.npy`` per tier (float16, or float32 where features outgrew
+        it); one parquet index for all tiers."""
         folder = self.path / "observations"
         folder.mkdir(exist_ok=True)
         frames = []

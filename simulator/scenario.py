@@ -310,7 +310,8 @@ class EdgeLossWarmup(Section):
 class Collapse(Section):
     """Collapse detection per tier and round (split training), and what to do about it.
 
-    A tier is *unhealthy* in a round when the features the cloud received are dead
+    A tier is *unhealthy* in a round when the features the cloud received hold NaN or
+    infinities (training diverged; always tested), are dead
     (share of non-zero elements below ``min_nonzero``), constant (their variance over
     the batch below ``min_spread`` of their mean square, whatever the features' scale),
     or, from round ``accuracy_after``

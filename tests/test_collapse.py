@@ -80,6 +80,19 @@ def test_feature_stats_merge_as_if_sent_at_once():
     assert parts[1].summary() == pytest.approx(one.summary())
 
 
+def test_non_finite_features_are_unhealthy_whatever_the_thresholds():
+    y = np.arange(40) % 4
+    z = torch.randn(40, 3, 2, 2, generator=torch.Generator().manual_seed(0))
+    assert _stats(z, y, y)["finite_share"] == 1.0
+    z[3, 0] = float("inf")
+    z[9, 1, 0, 0] = float("nan")
+    stats = _stats(z, y, y)
+    assert stats["finite_share"] == pytest.approx(1 - 5 / z.numel())
+    off = Collapse(min_nonzero=0, min_spread=0, accuracy_margin=None)
+    [reason] = unhealthy(stats, age=0, cfg=off)
+    assert reason.startswith("non-finite features")
+
+
 def test_the_policy_is_validated_and_warns_by_default(smoke_raw):
     assert validate_scenario(smoke_raw).training.collapse.action == "warn"
     smoke_raw["training"]["collapse"] = {"action": "ignore", "weight_factor": 2}

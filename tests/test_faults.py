@@ -80,6 +80,42 @@ def test_observation_log_keeps_the_latest_training_rows_and_each_inference_once(
     assert log.drain() == {}
 
 
+def test_features_past_float16_are_logged_in_float32_not_as_infinities():
+    log = ObservationLog(("training",))
+    small = np.full((2, 1, 1, 1), 3.0, np.float32)
+    big = np.array([1e3, 7e4], np.float32).reshape(2, 1, 1, 1)   # 7e4 > 65,504
+    log.add("training", 0, "t", np.array([1, 2]), np.array([0, 1]), small)
+    log.add("training", 0, "u", np.array([1, 2]), np.array([0, 1]), small)
+    log.add("training", 1, "t", np.array([1, 2]), np.array([2, 3]), big)
+    drained = log.drain()
+    assert drained["u"].z.dtype == np.float16
+    assert drained["t"].z.dtype == np.float32
+    np.testing.assert_array_equal(drained["t"].z.ravel(), [3.0, 3.0, 1e3, 7e4])
+
+
+def test_a_diverged_tier_fails_its_information_unit_and_the_rest_completes(tmp_path,
+                                                                          clean):
+    """Non-finite features (a tier whose training diverged) make the information
+    metrics undefined: that unit is recorded as failed with the reason, the others and
+    the run complete (before, the PCA's SVD error failed the whole run)."""
+    import shutil
+    copy = tmp_path / "copy"
+    shutil.copytree(clean, copy)
+    z = np.load(copy / "observations" / "small.npy")
+    z[::7] = np.inf
+    np.save(copy / "observations" / "small.npy", z)
+    attack_run(copy, executor="local")
+    manifest = _manifest(copy)
+    assert manifest["status"] == "complete"
+    [failure] = manifest["failures"]
+    assert (failure["tier"], failure["attack"]) == ("small", "information")
+    assert "NaN or infinities" in failure["reason"]
+    assert "training diverged" in failure["reason"]
+    leakage = pd.read_parquet(copy / "leakage.parquet")
+    assert {"small", "large"} <= set(leakage.loc[leakage["attack"] == "inverse_network",
+                                                 "tier"])
+
+
 def test_faults_are_validated(smoke_raw):
     smoke_raw["faults"] = {"kill_node": [{"round": 9, "node": 7}],
                            "kill_adversary": [{"tier": "tiny", "attack": "rmle"}],

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["STAT_COLUMNS", "FeatureStats", "TrainingCollapsed", "police",
            "tier_verdicts", "unhealthy"]
 
-STAT_COLUMNS = ("nonzero_share", "feature_variance", "feature_spread", "train_accuracy",
+STAT_COLUMNS = ("finite_share", "nonzero_share", "feature_variance", "feature_spread", "train_accuracy",
                 "majority_share")
 
 
@@ -40,7 +40,7 @@ class FeatureStats:
     """
 
     def __init__(self) -> None:
-        self.samples = self.nonzero = self.elements = self.correct = 0
+        self.samples = self.nonzero = self.finite = self.elements = self.correct = 0
         self.var_sum = self.square_sum = 0.0
         self.var_samples = 0
         self.labels = np.zeros(0, dtype=np.int64)
@@ -50,17 +50,19 @@ class FeatureStats:
         flat = z.reshape(len(z), -1).astype(np.float64)
         self.samples += len(z)
         self.nonzero += int(np.count_nonzero(flat))
+        self.finite += int(np.isfinite(flat).sum())
         self.elements += flat.size
         if len(z) > 1:   # one sample has no spread: it says nothing about collapse
-            self.var_sum += float(flat.var(axis=0).mean()) * len(z)
-            self.square_sum += float(np.square(flat).mean()) * len(z)
+            with np.errstate(invalid="ignore", over="ignore"):   # diverged: NaN sums
+                self.var_sum += float(flat.var(axis=0).mean()) * len(z)
+                self.square_sum += float(np.square(flat).mean()) * len(z)
             self.var_samples += len(z)
         self.correct += int((pred == y).sum())
         counts = np.bincount(y, minlength=len(self.labels))
         self.labels = np.pad(self.labels, (0, len(counts) - len(self.labels))) + counts
 
     def merge(self, other: FeatureStats) -> None:
-        for key in ("samples", "nonzero", "elements", "correct", "var_sum",
+        for key in ("samples", "nonzero", "finite", "elements", "correct", "var_sum",
                     "square_sum", "var_samples"):
             setattr(self, key, getattr(self, key) + getattr(other, key))
         n = max(len(self.labels), len(other.labels))
@@ -68,14 +70,16 @@ class FeatureStats:
             np.pad(other.labels, (0, n - len(other.labels)))
 
     def summary(self) -> dict[str, float]:
-        """``nonzero_share``; ``feature_variance``: the mean over features of their
+        """``finite_share`` (below 1: the features hold NaN or infinities);
+        ``nonzero_share``; ``feature_variance``: the mean over features of their
         variance over the batch (sample-weighted over exchanges); ``feature_spread``:
         that variance over the features' mean square, in [0, 1], 0 for constant (or
         all-zero) features whatever their scale; ``train_accuracy``; ``majority_share``:
         the accuracy of always answering the round's most frequent label (what a cloud
         that ignores the features reaches). Variances are NaN without a batch of 2."""
         n, nan = max(self.samples, 1), float("nan")
-        return {"nonzero_share": self.nonzero / max(self.elements, 1),
+        return {"finite_share": self.finite / self.elements if self.elements else 1.0,
+                "nonzero_share": self.nonzero / max(self.elements, 1),
                 "feature_variance": self.var_sum / self.var_samples
                 if self.var_samples else nan,
                 "feature_spread": self.var_sum / self.square_sum if self.square_sum
@@ -98,6 +102,9 @@ def unhealthy(stats: dict[str, float], age: int, cfg: Collapse) -> list[str]:
         The thresholds (``training.collapse``).
     """
     reasons = []
+    if stats["finite_share"] < 1.0:   # diverged: no threshold to tune
+        reasons.append(f"non-finite features ({1 - stats['finite_share']:.2g} of "
+                       "the values)")
     if stats["nonzero_share"] < cfg.min_nonzero:
         reasons.append(f"non-zero share {stats['nonzero_share']:.2g} < "
                        f"{cfg.min_nonzero:g}")

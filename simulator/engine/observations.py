@@ -1,8 +1,11 @@
 """The curious cloud's observation log: every feature it receives, keyed by device.
 
-The cloud appends what arrives (training and inference); the recorder writes one float16
-feature array per tier plus a parquet index, which attacks read later without rerunning
-anything. Training features are capped per device, keeping the latest rounds.
+The cloud appends what arrives (training and inference); the recorder writes one feature
+array per tier plus a parquet index, which attacks read later without rerunning anything.
+Features are kept as float16 (half the memory and disk) unless they outgrow its range:
+an edge whose features grew past 65,504 (a defense it learned to out-shout) is logged
+in float32, never as infinities. Training features are capped per device, keeping the
+latest rounds.
 """
 
 from __future__ import annotations
@@ -12,20 +15,32 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ObservationLog", "TierObservations", "merge_observations"]
+__all__ = ["ObservationLog", "TierObservations", "compact", "merge_observations"]
 
 PHASES = {"training": 0, "inference": 1}
+_HALF_MAX = float(np.finfo(np.float16).max)
+
+
+def compact(z: np.ndarray) -> np.ndarray:
+    """``z`` as float16 if every finite value fits its range, else as float32.
+
+    A chunk's values decide; concatenating chunks of both then gives float32, so a
+    tier's log changes precision only where some features needed it.
+    """
+    too_big = float(np.abs(z).max(initial=0.0)) > _HALF_MAX   # NaN: False; inf: True
+    return z.astype(np.float32 if too_big else np.float16)
 
 
 @dataclass
 class TierObservations:
-    """One tier's observations: row-aligned index columns and features (float16)."""
+    """One tier's observations: row-aligned index columns and features (float16, or
+    float32 where float16 cannot hold them)."""
 
     phase: np.ndarray      # int8: 0 training, 1 inference
     round: np.ndarray      # int32 (-1 for inference)
     device_id: np.ndarray  # int32
     sample: np.ndarray     # int64: row in the device-private pool
-    z: np.ndarray          # float16 (n, C, H, W)
+    z: np.ndarray          # float16 or float32 (n, C, H, W)
 
 
 class ObservationLog:
@@ -51,7 +66,7 @@ class ObservationLog:
         if phase not in self.phases:
             return
         self._rows[tier].append((PHASES[phase], rnd, device_ids.astype(np.int32),
-                                 samples.astype(np.int64), z.astype(np.float16)))
+                                 samples.astype(np.int64), compact(z)))
 
     def drain(self) -> dict[str, TierObservations]:
         """Everything received since the last drain, per tier, in arrival order."""

@@ -6,9 +6,9 @@ Ray workers that each reserve one CPU and use one torch thread, so attacks never
 for a core and give the same numbers wherever they run; each finished unit is written
 to ``stages/attack/<tier>/<attack>.npz`` (a grid point: ``<attack>-<key>.npz``, the
 key a short hash of its setting) at once, with what the attacker spent, so a resumed
-run redoes only unfinished units. A worker that dies is retried once on a fresh one; a
-unit that dies twice is recorded as failed (``<attack>.failed.json`` and the manifest)
-and the others complete.
+run redoes only unfinished units. A unit whose worker dies or that raises is retried
+once (on Ray, on a fresh worker); a unit that fails twice is recorded as failed
+(``<attack>.failed.json`` and the manifest) and the others complete.
 ``siftsim attack RUN_DIR`` runs this same stage.
 """
 
@@ -219,11 +219,12 @@ def _run_here(ctx: RunContext, todo: list[Unit], edges: dict, cloud: dict,
             try:
                 result = _run_unit(ctx.ws, edges, cloud, evaluator, unit,
                                    observations[unit.tier], attempt)
-            except SimulatedCrash as err:
+            except Exception as err:   # as a Ray task's error: retried once, then failed
+                reason = str(err) if isinstance(err, SimulatedCrash) else _line(err)
                 if attempt == 0:
-                    ctx.progress("fault", done, total, f"{unit}: {err}; retrying")
+                    ctx.progress("fault", done, total, f"{unit}: {reason}; retrying")
                     continue
-                _give_up(ctx, unit, str(err), done, total)
+                _give_up(ctx, unit, reason, done, total)
                 break
             done += 1
             _finished(ctx, unit, result, done, total)
@@ -292,5 +293,9 @@ def _why(err: BaseException) -> str:
         return "its worker process died"
     cause = getattr(err, "cause", None)
     if cause is not None:
-        return f"{type(cause).__name__}: {cause}".splitlines()[0][:300]
+        return _line(cause)
     return str(err).strip().splitlines()[-1][:300]
+
+
+def _line(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}".splitlines()[0][:300]
