@@ -209,7 +209,7 @@ def rolled_back(tmp_path_factory):
     from conftest import SMOKE
     import copy
     raw = _collapsing(copy.deepcopy(SMOKE), rounds=6, alone=True, action="rollback",
-                      weight_factor=0.1, accuracy_margin=None)
+                      weight_factor=0.01, accuracy_margin=None)
     return raw, _run(raw, tmp_path_factory.mktemp("rollback") / "run")
 
 
@@ -222,7 +222,7 @@ def test_rollback_restores_the_tier_and_lowers_its_edge_loss_weight(rolled_back)
     assert 1 <= rnd < 5, "no round left after the rollback to show the recovery"
     assert actions == [""] * rnd + ["rollback"] + [""] * (5 - rnd)
     assert rounds["edge_loss_weight"].tolist() == pytest.approx(
-        [1] * (rnd + 1) + [0.1] * (5 - rnd))
+        [1] * (rnd + 1) + [0.01] * (5 - rnd))
     assert rounds.loc[rnd, "nonzero_share"] == 0
     # restored to a live edge, the tier sends informative features again
     assert (rounds.loc[rnd + 1:, "nonzero_share"] > 0.05).all()

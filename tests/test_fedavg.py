@@ -39,10 +39,13 @@ def test_one_state_comes_back_bit_for_bit_as_a_copy():
     assert state["w"].abs().sum() > 0
 
 
-def test_inputs_are_left_untouched():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_inputs_are_left_untouched(dtype):
     a, b = _state(1.0, 1), _state(3.0, 2)
-    weighted_average([(a, 1.0), (b, 1.0)])
-    assert torch.equal(a["w"], torch.full((3, 2), 1.0))
+    a["w"], b["w"] = a["w"].to(dtype), b["w"].to(dtype)
+    out = weighted_average([(a, 1.0), (b, 1.0)])
+    assert torch.equal(a["w"], torch.full((3, 2), 1.0, dtype=dtype))
+    assert out["w"].dtype == dtype
 
 
 @pytest.mark.parametrize("weights, message", [([], "at least one"),

@@ -140,7 +140,8 @@ class Cloud:
             per_tier.setdefault(self.ws.population.node_tier(n), FeatureStats()).merge(
                 self._stats[n])
         if nodes:
-            states = {n: state_of(self._copies[n][0]) for n in nodes}
+            # the copies' live tensors: averaging reads them into new ones
+            states = {n: self._copies[n][0].state_dict() for n in nodes}
             merged = self.model.state_dict()
             groups = {None: nodes} | {
                 t: [n for n in nodes if self.ws.population.node_tier(n) == t]
