@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 __all__ = ["STAT_COLUMNS", "FeatureStats", "TrainingCollapsed", "police",
            "tier_verdicts", "unhealthy"]
 
-STAT_COLUMNS = ("finite_share", "nonzero_share", "feature_variance", "feature_spread", "train_accuracy",
-                "majority_share")
+STAT_COLUMNS = ("finite_share", "nonzero_share", "feature_variance", "feature_spread",
+                "train_accuracy", "majority_share")
 
 
 class TrainingCollapsed(RuntimeError):

@@ -22,7 +22,7 @@ _HALF_MAX = float(np.finfo(np.float16).max)
 
 
 def compact(z: np.ndarray) -> np.ndarray:
-    """``z`` as float16 if every finite value fits its range, else as float32.
+    """``z`` as float16 if its values fit that range (NaN aside), else as float32.
 
     A chunk's values decide; concatenating chunks of both then gives float32, so a
     tier's log changes precision only where some features needed it.
