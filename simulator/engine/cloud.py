@@ -18,8 +18,8 @@ import torch
 from simulator.engine.collapse import FeatureStats
 from simulator.engine.observations import ObservationLog, TierObservations
 from simulator.faults import die
-from simulator.engine.workspace import (ModelKit, Workspace, make_optimizer, refill,
-                                         state_of, state_tensors)
+from simulator.engine.workspace import (INFER_BATCH, ModelKit, Workspace, make_optimizer,
+                                         refill, state_of, state_tensors)
 from simulator.seeding import derive_seed, seeded
 from strategies.federation import weighted_average
 
@@ -169,10 +169,12 @@ class Cloud:
     @torch.no_grad()
     def infer(self, tier: str, z: np.ndarray, device_ids: np.ndarray,
               samples: np.ndarray) -> np.ndarray:
-        """Predicted classes for inference features; the features are logged."""
+        """Predicted classes for inference features (in batches of ``INFER_BATCH``);
+        the features are logged."""
         self.log.add("inference", -1, tier, device_ids, samples, z)
         self.model.eval()
-        return self.model(torch.from_numpy(z), tier).argmax(dim=1).numpy()
+        return torch.cat([self.model(part, tier).argmax(dim=1)
+                          for part in torch.from_numpy(z).split(INFER_BATCH)]).numpy()
 
     def load(self, state: dict[str, torch.Tensor]) -> None:
         self.model.load_state_dict(state)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from simulator.engine.cohort_edges import cohort_edges
-from simulator.engine.workspace import ModelKit, Workspace
+from simulator.engine.workspace import INFER_BATCH, ModelKit, Workspace
 from simulator.faults import FaultPlan, die
 from simulator.seeding import derive_seed, generator, rng, seeded
 from strategies.defenses import Defense
@@ -24,7 +24,6 @@ from strategies.federation import weighted_average
 __all__ = ["InferJob", "InferResult", "TrainJob", "TrainResult", "run_infer_job",
            "run_train_job"]
 
-INFER_BATCH = 1024   # images per edge call at inference (bounds activation memory)
 
 Exchange = Callable[..., tuple[np.ndarray, np.ndarray]]
 Predict = Callable[..., np.ndarray]
