@@ -101,7 +101,7 @@ def _measure(scenario: str, mode: str, overrides: list[str], out: Path,
     when it ends. Flower + Ray is a tree of processes sharing Ray's object store: its
     summed PSS, polled every 2 s. Reading a process's PSS walks its page tables under
     its memory-map lock (80-120 ms on a 10,000-device run), which stalls its page
-    faults: polled every 0.5 s it slowed the run it measured by a fifth.
+    faults: polled every 0.5 s it slowed the runs it measured by 10-20%.
     """
     cmd = [sys.executable, __file__, "--child", mode, scenario, "--out", str(out)]
     cmd += [] if threads is None else ["--threads", str(threads)]
