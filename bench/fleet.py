@@ -112,15 +112,17 @@ def _measure(scenario: str, mode: str, overrides: list[str], out: Path,
     peak, done = [0], threading.Event()
 
     def poll() -> None:
-        while mode != "bare" and not done.is_set():
+        while not done.is_set():
             peak[0] = max(peak[0], _tree_pss_bytes(proc.pid))
             done.wait(2.0)
 
     watcher = threading.Thread(target=poll, daemon=True)
-    watcher.start()
+    if mode != "bare":
+        watcher.start()
     _, err = proc.communicate()
     done.set()
-    watcher.join()
+    if watcher.is_alive():
+        watcher.join()
     if proc.returncode != 0:
         raise RuntimeError(f"{mode} run of {scenario} failed:\n{err[-3000:]}")
     if mode == "bare":
@@ -210,21 +212,22 @@ def _reference(sc, seconds: float = 1.0, repeats: int = 2) -> dict:
                              sc.training.optimizer)
 
         def train(x, y, tier=tier, edge=edge, cloud=cloud, opt=opt):
-            edge.train(), cloud.train()
             opt.zero_grad(set_to_none=True)
             F.cross_entropy(cloud(edge(x), tier), y).backward()
             opt.step()
 
         def serve(x, y, tier=tier, edge=edge, cloud=cloud):
-            edge.eval(), cloud.eval()
             with torch.no_grad():
                 cloud(edge(x), tier)
 
-        steps[tier] = {"train": train, "infer": serve}
+        steps[tier] = {"train": (train, True, edge, cloud),
+                       "infer": (serve, False, edge, cloud)}
     best: dict[str, dict[str, tuple[float, int]]] = {t: {} for t in steps}
     for _ in range(repeats):
         for tier, phases in steps.items():
-            for phase, step in phases.items():
+            for phase, (step, training, *models) in phases.items():
+                for m in models:   # the mode once per setting, not inside the timed step
+                    m.train(training)
                 for b in _BATCHES[phase]:
                     best[tier][phase] = max(best[tier].get(phase, (0.0, b)),
                                             _rate(step, ws, b, seconds))
