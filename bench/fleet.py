@@ -53,6 +53,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from _limit import efficiency, fastest, reference, timed
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = ["scenarios/mnist_300.yaml", "scenarios/scale_1000.yaml"]
 
@@ -158,7 +160,7 @@ def _child(mode: str, scenario: str, out: str, overrides: list[str],
     sc = load_scenario(scenario, overrides if mode == "full"
                        else [*overrides, "adversary.enabled=false"])
     if mode == "reference":
-        Path(out).write_text(json.dumps(_reference(sc)))
+        Path(out).write_text(json.dumps(reference(sc)))
         return
     run_scenario(sc, out, transport_factory=run_locally if mode == "bare" else None)
     if mode == "bare":   # one process: its own peak (kilobytes on Linux)
@@ -187,78 +189,6 @@ def full(scenario: str, overrides: list[str], minutes: float, gigabytes: float) 
           f"accuracy {row['accuracy']:.3f}", flush=True)
 
 
-# the batches the limit tries per phase: training at 1,024 never beat 256 on one thread
-# and took 10 s a pass (three calls of 2.5 s)
-_BATCHES = {"train": (64, 256), "infer": (64, 256, 1024)}
-
-
-def _reference(sc, seconds: float = 1.0, repeats: int = 2) -> dict:
-    """Per rung: samples/s of its edge + the cloud, trained and served, at the best of
-    :data:`_BATCHES` (the saturating batch), in this one process. Each setting's
-    rate is the fastest of ``repeats`` passes over every rung, so a short slow spell
-    lowers one pass, not one rung's limit."""
-    import torch
-    import torch.nn.functional as F
-
-    from simulator.engine.workspace import ModelKit, make_optimizer
-    from simulator.run import build_workspace
-    if sc.assignment is not None:   # the models do not depend on the fleet's size
-        sc = sc.model_copy(update={"devices": min(sc.devices, 200)})
-    ws = build_workspace(sc)
-    kit, steps = ModelKit(ws), {}
-    for tier in kit.tiers:
-        edge, cloud = kit.edge(tier), kit.cloud()
-        opt = make_optimizer([*edge.parameters(), *cloud.parameters()],
-                             sc.training.optimizer)
-
-        def train(x, y, tier=tier, edge=edge, cloud=cloud, opt=opt):
-            opt.zero_grad(set_to_none=True)
-            F.cross_entropy(cloud(edge(x), tier), y).backward()
-            opt.step()
-
-        def serve(x, y, tier=tier, edge=edge, cloud=cloud):
-            with torch.no_grad():
-                cloud(edge(x), tier)
-
-        steps[tier] = {"train": (train, True, edge, cloud),
-                       "infer": (serve, False, edge, cloud)}
-    best: dict[str, dict[str, tuple[float, int]]] = {t: {} for t in steps}
-    for _ in range(repeats):
-        for tier, phases in steps.items():
-            for phase, (step, training, *models) in phases.items():
-                for m in models:   # the mode once per setting, not inside the timed step
-                    m.train(training)
-                for b in _BATCHES[phase]:
-                    best[tier][phase] = max(best[tier].get(phase, (0.0, b)),
-                                            _rate(step, ws, b, seconds))
-    return {"threads": torch.get_num_threads(), "rates": best}
-
-
-def _fastest(references: list[dict]) -> dict:
-    """Per rung and phase, the fastest of several reference processes' rates."""
-    rates = {t: {p: max(r["rates"][t][p] for r in references) for p in phases}
-             for t, phases in references[0]["rates"].items()}
-    return {"threads": references[0]["threads"], "rates": rates}
-
-
-def _rate(step, ws, batch: int, seconds: float) -> tuple[float, int]:
-    """(samples/s, batch) of ``step`` on real images, after one warm-up call."""
-    import numpy as np
-    import torch
-    idx = np.arange(batch) % len(ws.private_y)
-    x, y = torch.from_numpy(ws.private_x[idx]), torch.from_numpy(ws.private_y[idx])
-    return _timed(lambda: step(x, y), batch, seconds), batch
-
-
-def _efficiency(row: dict, reference: dict, phase: str) -> float:
-    """Useful samples/s of ``phase`` over the reference's samples/s for the same mix
-    of rungs (time the reference would need / time the phase took)."""
-    samples = row[f"{phase}_samples"]
-    ideal = sum(n / reference["rates"][t][phase][0] for t, n in samples.items()
-                if t and n)
-    return ideal / row[f"{phase}_s"]
-
-
 def scaling(scenario: str, sizes: list[int], engine: str, overrides: list[str],
             threads: int, repeats: int = 1) -> None:
     """The scaling table (see the module docstring); the reference and the bare runs
@@ -272,7 +202,7 @@ def scaling(scenario: str, sizes: list[int], engine: str, overrides: list[str],
     ``repeats`` times; the table shows the run of highest training efficiency.
     """
     with tempfile.TemporaryDirectory() as tmp:
-        def reference() -> dict:
+        def measure_limit() -> dict:
             ref_file = Path(tmp) / "reference.json"
             subprocess.run([sys.executable, __file__, "--child", "reference", scenario,
                             "--out", str(ref_file), "--threads", str(threads),
@@ -280,17 +210,17 @@ def scaling(scenario: str, sizes: list[int], engine: str, overrides: list[str],
                            cwd=REPO, check=True)
             return json.loads(ref_file.read_text())
 
-        before, rows = reference(), []
+        before, rows = measure_limit(), []
         for n in sizes:
             runs = []
             for k in range(repeats):
                 row = _measure(scenario, engine, [*overrides, f"devices={n}"],
                                Path(tmp) / f"n{n}-{k}",
                                threads if engine == "bare" else None)
-                after = reference()
-                row["limit"], before = _fastest([before, after]), after
-                row["train_eff"] = _efficiency(row, row["limit"], "train")
-                row["infer_eff"] = _efficiency(row, row["limit"], "infer")
+                after = measure_limit()
+                row["limit"], before = fastest([before, after]), after
+                row["train_eff"] = efficiency(row, row["limit"], "train")
+                row["infer_eff"] = efficiency(row, row["limit"], "infer")
                 print(f"  {n} devices, run {k + 1} of {repeats}: training "
                       f"{row['train_s']:.1f} s, {row['train_eff']:.1%} of the limit "
                       "on either side", flush=True)
@@ -362,20 +292,10 @@ def cohort_ceiling(scenario: str, cohort: int, overrides: list[str]) -> None:
             copy_opt.step()
             stacked.backward(0, xs, zs, dict(zip(zs, z.grad.split(b))), 1.0)
 
-        rates = [(_timed(limit, len(x)), _timed(step, cohort * b)) for _ in range(3)]
+        rates = [(timed(limit, len(x)), timed(step, cohort * b)) for _ in range(3)]
         best_limit, best_step = (max(r) for r in zip(*rates))
         print(f"  {tier:<12} ({stacked.layout}) limit {best_limit:5.0f}  cohort step "
               f"{best_step:5.0f}  ceiling {best_step / best_limit:.0%}", flush=True)
-
-
-def _timed(step, batch: int, seconds: float = 1.0) -> float:
-    """Samples/s of ``step()`` (``batch`` samples a call) after one warm-up call."""
-    step()
-    calls, t0 = 0, time.perf_counter()
-    while calls < 3 or time.perf_counter() - t0 < seconds:
-        step()
-        calls += 1
-    return calls * batch / (time.perf_counter() - t0)
 
 
 def main() -> None:
