@@ -15,6 +15,7 @@ from simulator.engine.local import LocalTransport, run_locally
 from simulator.engine.workspace import ModelKit
 from simulator.loading import validate_scenario
 from simulator.run import build_workspace, run_scenario
+from simulator.seeding import derive_seed, seeded
 from strategies.defenses import DEFENSES
 
 
@@ -188,6 +189,34 @@ def _cohort(smoke_raw, defense="none", optimizer=None, batch_size=16):
     ids = tuple(d.device_id for d in ws.population.devices if d.tier == "small")
     return ws, kit, TrainJob(rnd=1, node=0, tier="small", device_ids=ids,
                              edge_state=edges["small"])
+
+
+def test_cloud_exchange_gives_each_device_its_own_mean_loss_and_gradient(smoke_raw):
+    """One loss call over a cohort's batch (segment sums) equals a call per device slice."""
+    smoke_raw["tiers"][0]["defense"] = {"name": "siftfunnel", "eps": 0.1}
+    ws = build_workspace(validate_scenario(smoke_raw))
+    kit = ModelKit(ws)
+    _, cloud_state = kit.initial_states()
+    sizes = [3, 1, 5, 2]
+    x, y = ws.batch(np.arange(sum(sizes)))
+    with torch.no_grad():
+        z = kit.edge("small")(x)
+    grads, losses = Cloud(ws, cloud_state).exchange(
+        0, 0, "small", z.numpy(), y.numpy(), np.arange(4), np.arange(sum(sizes)), sizes)
+
+    model = kit.cloud()
+    model.load_state_dict(cloud_state)
+    model.train()
+    zt = z.clone().requires_grad_(True)
+    with seeded(derive_seed(ws.scenario.seed, "cloud", 0, 0, 0)):   # the same dropout draw
+        logits = model(zt, "small")
+    bounds = np.cumsum([0, *sizes])
+    defense = kit.defenses["small"]
+    expected = torch.stack([defense.task_loss(logits[a:b], y[a:b])
+                            for a, b in zip(bounds, bounds[1:])])
+    (expected.mean() * len(sizes)).backward()
+    np.testing.assert_allclose(losses, expected.detach().numpy(), rtol=1e-5)
+    np.testing.assert_allclose(grads, zt.grad.numpy(), rtol=1e-4, atol=1e-7)
 
 
 def _square_loss_exchange(rnd, node, tier, z, y, device_ids, samples, sizes):

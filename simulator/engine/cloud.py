@@ -99,18 +99,21 @@ class Cloud:
         self.log.add("training", rnd, tier, device_ids, samples, z)
         zt = torch.from_numpy(z).requires_grad_(True)
         yt = torch.from_numpy(y)
-        task_loss = self.kit.defenses[tier].task_loss
-        bounds = np.cumsum([0, *sizes])
+        counts = torch.as_tensor(sizes)
+        owner = torch.repeat_interleave(torch.arange(len(sizes)), counts)
         with seeded(derive_seed(self.ws.scenario.seed, "cloud", rnd, node, step)):
             logits = model(zt, tier)
-            losses = [task_loss(logits[a:b], yt[a:b]) for a, b in zip(bounds, bounds[1:])]
-            loss = torch.stack(losses).mean()
+            per_sample = self.kit.defenses[tier].sample_losses(logits, yt)
+            # Each device's mean loss by segment sums: one loss call for the cohort
+            # (a call per device slice made a cloud step ~7% slower).
+            losses = per_sample.new_zeros(len(sizes)).index_add_(0, owner, per_sample) / counts
+            loss = losses.mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
         opt.step()
         self._stats.setdefault(node, FeatureStats()).add(
             z, y, logits.detach().argmax(dim=1).numpy())
-        return (zt.grad * len(sizes)).numpy(), torch.stack(losses).detach().numpy()
+        return (zt.grad * len(sizes)).numpy(), losses.detach().numpy()
 
     def _copy_for(self, node: int) -> torch.nn.Module:
         """The node's training copy of the cloud model, holding the round's weights.

@@ -47,10 +47,13 @@ def smooth_labels(labels: torch.Tensor, num_classes: int, eps: float) -> torch.T
 
 
 def smoothed_kl(logits: torch.Tensor, labels: torch.Tensor, eps: float) -> torch.Tensor:
-    """``KL(y_smooth || softmax(logits))`` averaged over the batch."""
+    """``KL(y_smooth || softmax(logits))`` of each sample, shape ``(B,)``.
+
+    Its mean is ``kl_div(..., reduction="batchmean")``.
+    """
     target = smooth_labels(labels, logits.shape[1], eps).to(logits.dtype)
     # kl_div uses xlogy, so zero targets (eps = 0) contribute exactly 0.
-    return F.kl_div(F.log_softmax(logits, dim=1), target, reduction="batchmean")
+    return F.kl_div(F.log_softmax(logits, dim=1), target, reduction="none").sum(dim=1)
 
 
 # -- distance correlation loss ---------------------------------------------------------

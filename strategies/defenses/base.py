@@ -6,7 +6,8 @@ in centralized provider training and inside a device actor in split training:
 * :meth:`Defense.edge_spec`    - edge-architecture hook (e.g. swap in the funnel encoder);
 * :meth:`Defense.wrap_edge`    - add learned edge-side layers (VIB head, learned noise, pruning);
 * :meth:`Defense.edge_loss`    - device-side training term, sees ``x`` and ``z``;
-* :meth:`Defense.task_loss`    - cloud-side training loss, sees ``logits`` and ``labels``;
+* :meth:`Defense.sample_losses` - cloud-side training loss of each sample, sees ``logits``
+  and ``labels`` (:meth:`Defense.task_loss` is their mean);
 * :meth:`Defense.transform`    - random feature transform on the device before sending
   (noise, masks), in training and at inference;
 * :meth:`Defense.adapter`      - how the cloud lifts this tier's channels into the trunk.
@@ -111,9 +112,17 @@ class Defense:
         """
         return None
 
+    def sample_losses(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Cloud-side utility loss of each sample, shape ``(B,)`` (cross-entropy by default).
+
+        Per sample, so that the cloud takes every device's mean loss of a cohort's batch
+        from one call (segment sums) instead of one call per device.
+        """
+        return F.cross_entropy(logits, labels, reduction="none")
+
     def task_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Cloud-side utility loss (cross-entropy by default)."""
-        return F.cross_entropy(logits, labels)
+        """Cloud-side utility loss of a batch: the mean of :meth:`sample_losses`."""
+        return self.sample_losses(logits, labels).mean()
 
     # -- transmission -------------------------------------------------------------------
     def transform(self, z: torch.Tensor, *, training: bool,

@@ -112,8 +112,8 @@ class SiftFunnel(Defense):
             terms.append(p.l1 * z.abs().mean())
         return torch.stack(terms).sum() if terms else None
 
-    def task_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def sample_losses(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         p = self.params
         if p.label_smoothing:
             return p.alpha * smoothed_kl(logits, labels, p.eps)
-        return p.alpha * F.cross_entropy(logits, labels)
+        return p.alpha * F.cross_entropy(logits, labels, reduction="none")
