@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from simulator.engine.local import run_locally
@@ -202,6 +203,9 @@ def test_an_interrupted_run_resumes_to_the_same_records(smoke_raw, tmp_path, cle
     m = _manifest(path)
     assert m["status"] == "interrupted"
     assert ("train" in m["stages"]) == (phase == "attack")
+    if phase == "train":   # the last finished round's checkpoint is on disk, whole
+        saved = torch.load(path / "stages" / "train" / "checkpoint.pt", weights_only=True)
+        assert saved["state"]["next_round"] == at - 1
     resumed = _run(raw, path, resume=True)
     assert _manifest(resumed)["status"] == "complete"
     _same_records(resumed, clean)
