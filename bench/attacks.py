@@ -89,7 +89,7 @@ def unit_work(tier: str, name: str, params, n_aux: int, n_images: int) -> list[W
 
 def stage_work(run: Path) -> tuple[list[Work], list[str]]:
     """Every unit's work in an attacked run; the units not modelled, named."""
-    from simulator.adversary import auxiliary_data
+    from simulator.auxiliary import auxiliary_data
     from simulator.engine.workspace import ModelKit
     from simulator.loading import load_scenario
     from simulator.run import build_workspace
@@ -126,7 +126,7 @@ def reference(run: Path, works: list[Work], seconds: float) -> dict[str, float]:
     """Samples/s of each distinct step of ``works`` at its best batch, this process."""
     import torch
 
-    from simulator.adversary import auxiliary_data
+    from simulator.auxiliary import auxiliary_data
     from simulator.engine.workspace import ModelKit
     from simulator.loading import load_scenario
     from simulator.records import read_checkpoints

@@ -4,8 +4,9 @@ For each tier, :class:`Adversary` builds the knowledge object each attack's thre
 grants (never more), fits the attack, reconstructs the logged features of every device
 and scores each reconstruction against the private original. Knowledge objects hold no
 more than their type allows and a black-box oracle never leaves this process. Scoring
-uses an independent evaluation classifier trained on the held-out split that neither the
-victims nor the attacker used. Plain Python; the Flower/Ray seam runs it in actors.
+uses an independent evaluation classifier (:mod:`simulator.evaluator`), trained on the
+held-out split that neither the victims nor the attacker used. The auxiliary images
+come from :mod:`simulator.auxiliary`. Plain Python; the Flower/Ray seam runs it in actors.
 """
 
 from __future__ import annotations
@@ -18,33 +19,22 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from analysis.metrics import (bias_corrected_dcor2, effective_volume,
                               estimate_mutual_information, mse,
                               nearest_neighbour_identification, psnr, ssim)
 from simulator.engine.observations import PHASES, TierObservations
+from simulator.auxiliary import auxiliary_data
 from simulator.engine.workspace import ModelKit, Workspace
-from simulator.scenario import Scenario, plugin_params
-from simulator.seeding import derive_seed, generator, rng, seeded
+from simulator.evaluator import build_evaluator, single_thread, train_evaluator
+from simulator.scenario import plugin_params
+from simulator.seeding import derive_seed, generator, seeded
 from strategies.attacks import ATTACKS, THREAT_MODELS, BlackBoxQuery, QueryOracle, WhiteBox
 
-__all__ = ["Adversary", "AttackResult", "Spend", "TierLeakage", "auxiliary_data",
-           "combine", "evaluator_inputs", "run_adversary", "train_evaluator"]
+__all__ = ["Adversary", "AttackResult", "Spend", "TierLeakage", "combine", "run_adversary"]
 
 _CHUNK = 256
-
-
-@contextmanager
-def single_thread() -> Iterator[None]:
-    """One intra-op thread: the same numbers in a run's actor and in `siftsim attack`."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @dataclass
@@ -126,79 +116,6 @@ def combine(tier: str, parts: list[AttackResult], information: dict[str, Any]) -
                        information)
 
 
-def auxiliary_data(ws: Workspace) -> tuple[np.ndarray, np.ndarray]:
-    """The attacker's auxiliary images (and labels) as the scenario declares them."""
-    aux = ws.scenario.adversary.auxiliary
-    if aux.source == "same":
-        x, y = ws.aux_x, ws.aux_y
-    elif aux.source == "noise":
-        n = aux.size or len(ws.aux_y)
-        g = rng(ws.scenario.seed, "aux-noise")
-        x = g.random((n, *ws.image_shape), dtype=np.float32)
-        y = g.integers(0, ws.num_classes, n)
-    else:
-        from simulator.data import DATASETS
-        spec = aux.dataset
-        params = {**plugin_params(spec), "image_size": ws.image_shape[-1]}
-        data = DATASETS.create(spec.name, params).load("train")
-        x, y = data.x.numpy(), data.y.numpy() % ws.num_classes
-        if x.shape[1:] != ws.image_shape:
-            x = _match_channels(x, ws.image_shape[0])
-    if aux.size is not None:
-        x, y = x[:aux.size], y[:aux.size]
-    return x.astype(np.float32), y.astype(np.int64)
-
-
-def _match_channels(x: np.ndarray, channels: int) -> np.ndarray:
-    if x.shape[1] == 3 and channels == 1:
-        return (x * np.array([0.299, 0.587, 0.114], np.float32)[:, None, None]).sum(
-            1, keepdims=True)
-    if x.shape[1] == 1 and channels == 3:
-        return np.repeat(x, 3, axis=1)
-    raise ValueError(f"auxiliary images have {x.shape[1]} channels, victims {channels}")
-
-
-def evaluator_inputs(sc: Scenario) -> dict[str, Any]:
-    """What :func:`train_evaluator` depends on (data, splits, backbone, seed, epochs):
-    scenarios that agree here train the same classifier, bit for bit, whatever their
-    tiers, defenses and attacks, so a sweep's points may share it."""
-    keep = sc.model_dump(mode="json", include={"dataset", "splits", "model", "seed"})
-    return keep | {"evaluation_epochs": sc.adversary.evaluation_epochs}
-
-
-def train_evaluator(ws: Workspace) -> dict[str, torch.Tensor]:
-    """An independent classifier (the backbone, whole) trained on the evaluation split."""
-    with single_thread():
-        return _train_evaluator(ws)
-
-
-def _train_evaluator(ws: Workspace) -> dict[str, torch.Tensor]:
-    kit = ModelKit(ws)
-    sc = ws.scenario
-    with seeded(derive_seed(sc.seed, "evaluator-init")):
-        model = _evaluator(kit)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    # copies: in a Ray worker the workspace's arrays are read-only shared memory
-    x, y = torch.from_numpy(ws.eval_x.copy()), torch.from_numpy(ws.eval_y.copy())
-    model.train()
-    for epoch in range(sc.adversary.evaluation_epochs):
-        order = torch.from_numpy(rng(sc.seed, "evaluator-epoch", epoch).permutation(len(y)))
-        for i, start in enumerate(range(0, len(y), 64)):
-            idx = order[start:start + 64]
-            with seeded(derive_seed(sc.seed, "evaluator-step", epoch, i)):
-                loss = F.cross_entropy(model(x[idx]), y[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-            opt.step()
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def _evaluator(kit: ModelKit) -> torch.nn.Module:
-    from strategies.models import Normalize
-    return torch.nn.Sequential(Normalize(*kit.ws.normalization), kit.backbone.edge_layers(),
-                               kit.backbone.trunk())
-
-
 class Adversary:
     """Runs the scenario's attacks on one run's observations.
 
@@ -233,7 +150,7 @@ class Adversary:
         """The evaluation classifier, built on first use."""
         if self._evaluator is None:
             state = self._evaluator_state
-            model = _evaluator(self.kit)
+            model = build_evaluator(self.kit)
             model.load_state_dict(state() if callable(state) else state)
             self._evaluator = model.eval()
         return self._evaluator

@@ -296,7 +296,7 @@ def _data_problems(ws: Workspace) -> list[str]:
         problems.append("splits.auxiliary: the adversary's attacks train on the "
                         "auxiliary split, which is empty; give it some data (e.g. 0.1)")
     if adv.enabled and adv.attacks and adv.auxiliary.source == "dataset":
-        from simulator.adversary import auxiliary_data
+        from simulator.auxiliary import auxiliary_data
         try:
             auxiliary_data(ws)
         except ValueError as err:
@@ -309,7 +309,7 @@ def _data_problems(ws: Workspace) -> list[str]:
 
 def _aux_size_problems(ws: Workspace) -> list[str]:
     """Attacks (or grid points) asking for more auxiliary images than there are."""
-    from simulator.adversary import auxiliary_data
+    from simulator.auxiliary import auxiliary_data
     asked = {f"adversary.attacks[{i}].{path}": n
              for i, spec in enumerate(ws.scenario.adversary.attacks)
              for path, n in (("aux_size", spec.aux_size),

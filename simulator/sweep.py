@@ -192,9 +192,9 @@ def _unfinished(folder: Path, points: list[SweepPoint],
 
 def _share_evaluator(folder: Path, points: list[SweepPoint], point: SweepPoint) -> None:
     """Give ``point`` the evaluation classifier another point already trained, when it
-    would train the same one (:func:`simulator.adversary.evaluator_inputs`): 90 CPU
+    would train the same one (:func:`simulator.evaluator.evaluator_inputs`): 90 CPU
     seconds a point on MNIST, the attack stage then loads it as a resumed run does."""
-    from simulator.adversary import evaluator_inputs
+    from simulator.evaluator import evaluator_inputs
     from simulator.stages.attack import evaluator_path
     if not point.scenario.adversary.enabled:
         return

@@ -10,9 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from simulator.adversary import Adversary, auxiliary_data, train_evaluator
+from simulator.adversary import Adversary
+from simulator.auxiliary import auxiliary_data
 from simulator.engine.local import run_locally
 from simulator.engine.workspace import ModelKit
+from simulator.evaluator import train_evaluator
 from simulator.loading import validate_scenario
 from simulator.run import attack_run, build_workspace, run_scenario
 from strategies.attacks import BlackBoxQuery, QueryFree, WhiteBox
@@ -45,8 +47,9 @@ def _modules(obj, seen=None):
 
 @pytest.fixture(scope="module")
 def adversary(request):
-    from conftest import SMOKE
     import copy
+
+    from conftest import SMOKE
     ws = build_workspace(validate_scenario(with_adversary(copy.deepcopy(SMOKE))))
     edges, cloud = ModelKit(ws).initial_states()
     return ws, edges, Adversary(ws, edges, cloud, train_evaluator(ws))

@@ -252,7 +252,7 @@ def test_shipped_sweeps_expand(name):
 def test_points_that_would_train_the_same_evaluator_share_it(tmp_path):
     """The evaluation classifier depends on data, splits, backbone, seed and epochs only:
     a point whose defense differs gets a finished point's copy; another seed does not."""
-    from simulator.adversary import evaluator_inputs, train_evaluator
+    from simulator.evaluator import evaluator_inputs, train_evaluator
     from simulator.run import build_workspace
     from simulator.stages.attack import evaluator_path
     from simulator.sweep import _share_evaluator

@@ -23,9 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from simulator.adversary import Adversary, AttackResult, train_evaluator
+from simulator.adversary import Adversary, AttackResult
 from simulator.engine.observations import TierObservations
 from simulator.engine.workspace import Workspace
+from simulator.evaluator import train_evaluator
 from simulator.faults import FaultPlan, SimulatedCrash, die, mark_actor_process
 from simulator.records import read_checkpoints, read_observations, write_atomic
 from simulator.search import grid, point_spec, setting_key, setting_text
