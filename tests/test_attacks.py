@@ -15,145 +15,20 @@ from typing import Any
 
 import pytest
 import torch
-import torch.nn.functional as F
 from pydantic import ValidationError
-from torch import nn
 
+from _attack_kit import (FAST, FEATURE, IMAGE, INVERTS, N_TEST, NoiseEdge, OrthoEdge,
+                         Setting, TinyEdge, ZeroEdge)
+from analysis.metrics import mse, ssim
 from strategies.attacks import (ATTACKS, Attack, BlackBoxQuery, QueryFree, QueryOracle,
                                 WhiteBox, grants)
-from strategies.attacks._common import (build_decoder, build_shadow_edge,
-                                        initial_images, total_variation)
-from strategies.attacks._alignment import (flip_labels, gradient_penalty, mk_mmd,
-                                           build_discriminator)
+from strategies.attacks._common import (build_decoder, build_shadow_edge, initial_images,
+                                        total_variation)
 from strategies.attacks.fora import FORA
 from strategies.attacks.inverse_network import InverseNetwork
 from strategies.attacks.query_free import QueryFreeAttack
 from strategies.attacks.rmle import RMLE
 from strategies.attacks.sdar import SDAR
-
-try:  # the project's pinned metrics once they are importable
-    from analysis.metrics import mse as _mse, ssim as _ssim
-except ImportError:  # pragma: no cover - fallback while analysis.metrics is assembled
-    from analysis.metrics.image import mse as _mse, ssim as _ssim
-
-IMAGE, FEATURE, NORM = (1, 16, 16), (4, 8, 8), ((0.5,), (0.25,))
-N_AUX, N_TEST, CLASSES = 256, 24, 4
-N_VICTIM = 232  # victims' images whose features the cloud logged, besides the test ones
-
-# Test-sized settings (reference defaults train for minutes); a newly registered attack
-# runs with its defaults until it gets an entry here.
-FAST: dict[str, dict[str, Any]] = {
-    "inverse_network": {"epochs": 6, "lr": 1e-2, "width": 16},
-    "rmle": {"iterations": 150},
-    "query_free": {"shadow_epochs": 5, "shadow_width": 16, "iterations": 150},
-    "fora": {"substitute_epochs": 5, "substitute_width": 16, "epochs": 6, "lr": 1e-2,
-             "width": 16},
-    "sdar": {"epochs": 4, "simulator_width": 16, "width": 16, "critic_width": 8,
-             "batch_size": 64, "sim_lr": 3e-3, "dec_lr": 1e-2},
-}
-# (max MSE as a fraction of the mean-image MSE, min SSIM) on the invertible toy edge.
-# Query-free never sees the edge: its shadow is only pinned down through the cloud, so
-# "inverts" means far better than the mean image, not exact.
-# fora and sdar align a substitute edge with the observed features (measured: fora
-# 0.12 / 0.92, sdar 0.15 / 0.90).
-INVERTS = {"inverse_network": (0.1, 0.9), "rmle": (0.01, 0.99),
-           "query_free": (0.5, 0.5), "fora": (0.3, 0.8), "sdar": (0.3, 0.8)}
-ALIGNING = ["fora", "sdar"]  # need the cloud's observation log, never the edge
-
-
-
-def smooth_images(n: int, g: torch.Generator) -> torch.Tensor:
-    low = torch.rand(n, 1, 4, 4, generator=g)
-    return F.interpolate(low, size=IMAGE[1:], mode="bilinear", align_corners=False)
-
-
-def quadrant_labels(x: torch.Tensor) -> torch.Tensor:
-    """Class = brightest quadrant, so the cloud's task depends on the image."""
-    return x.view(len(x), 2, 8, 2, 8).mean((2, 4)).flatten(1).argmax(1)
-
-
-class OrthoEdge(nn.Module):
-    """Invertible edge: normalise, space-to-depth, orthogonal channel mixing."""
-
-    def __init__(self, g: torch.Generator) -> None:
-        super().__init__()
-        q, _ = torch.linalg.qr(torch.randn(4, 4, generator=g))
-        self.mix = nn.Conv2d(4, 4, 1, bias=False)
-        with torch.no_grad():
-            self.mix.weight.copy_(q.view(4, 4, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mix(F.pixel_unshuffle((x - 0.5) / 0.25, 2))
-
-
-class ZeroEdge(OrthoEdge):
-    """Same parameters, but the transmitted feature is always zero."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return 0.0 * super().forward(x)
-
-
-class NoiseEdge(OrthoEdge):
-    """Transmits fresh Gaussian noise, independent of x."""
-
-    def __init__(self, g: torch.Generator) -> None:
-        super().__init__(g)
-        self.noise = torch.Generator().manual_seed(7)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.randn(x.shape[0], *FEATURE, generator=self.noise)
-
-
-class TinyEdge(OrthoEdge):
-    """The invertible edge emitting small numbers, as a funnel's attention gates do."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return 0.01 * super().forward(x)
-
-
-def make_cloud(edge: nn.Module, x: torch.Tensor, y: torch.Tensor) -> nn.Module:
-    """Tiny cloud trained on the edge's features (the provider's model)."""
-    g = torch.Generator().manual_seed(3)
-    cloud = nn.Sequential(nn.Flatten(), nn.Linear(256, 32), nn.ReLU(), nn.Linear(32, 4))
-    for p in cloud.parameters():
-        nn.init.normal_(p, std=0.1, generator=g)
-    opt = torch.optim.Adam(cloud.parameters(), lr=1e-2)
-    z = edge(x).detach()
-    for _ in range(150):
-        opt.zero_grad()
-        F.cross_entropy(cloud(z), y).backward()
-        opt.step()
-    cloud.zero_grad(set_to_none=True)
-    return cloud
-
-
-class Setting:
-    """Aux and victim data, the edge and the three knowledge objects about it."""
-
-    def __init__(self, edge_cls: type[OrthoEdge]) -> None:
-        g = torch.Generator().manual_seed(0)
-        self.edge = edge_cls(g)
-        self.aux_x, self.test_x = smooth_images(N_AUX, g), smooth_images(N_TEST, g)
-        self.aux_y = quadrant_labels(self.aux_x)
-        self.test_z = self.edge(self.test_x).detach()
-        self.cloud = make_cloud(self.edge, self.aux_x, self.aux_y)
-        victims = torch.cat([smooth_images(N_VICTIM, g), self.test_x])
-        self.observed = self.edge(victims).detach()  # the cloud's log of this tier
-        base = dict(cloud=self.cloud, aux_x=self.aux_x, aux_y=self.aux_y,
-                    feature_shape=FEATURE, image_shape=IMAGE, normalization=NORM,
-                    observed=self.observed)
-        self.knowledge = {
-            QueryFree: QueryFree(**base),
-            BlackBoxQuery: BlackBoxQuery(**base, query=QueryOracle(self.edge)),
-            WhiteBox: WhiteBox(**base, query=QueryOracle(self.edge), edge=self.edge),
-        }
-        mean = self.aux_x.mean(0, keepdim=True).expand_as(self.test_x)
-        self.mean_mse = _mse(mean, self.test_x).mean().item()
-
-    def run(self, name: str, seed: int = 1, **override: Any) -> torch.Tensor:
-        attack = ATTACKS.create(name, {**FAST.get(name, {}), **override})
-        attack.fit(self.knowledge[WhiteBox], torch.Generator().manual_seed(seed))
-        return attack.reconstruct(self.test_z)
 
 
 @pytest.fixture(scope="module")
@@ -260,8 +135,8 @@ def test_attack_inverts_an_invertible_edge(name: str, toy: Setting,
                                            toy_recon: dict[str, torch.Tensor]) -> None:
     max_rel_mse, min_ssim = INVERTS.get(name, (0.5, 0.5))
     x_hat = toy_recon[name]
-    assert _mse(x_hat, toy.test_x).mean().item() < max_rel_mse * toy.mean_mse
-    assert _ssim(x_hat, toy.test_x).mean().item() > min_ssim
+    assert mse(x_hat, toy.test_x).mean().item() < max_rel_mse * toy.mean_mse
+    assert ssim(x_hat, toy.test_x).mean().item() > min_ssim
 
 
 @pytest.mark.parametrize("edge_cls", [ZeroEdge, NoiseEdge])
@@ -269,7 +144,7 @@ def test_attack_inverts_an_invertible_edge(name: str, toy: Setting,
 def test_attack_fails_without_information(name: str, edge_cls: type[OrthoEdge]) -> None:
     setting = Setting(edge_cls)
     x_hat = setting.run(name)
-    assert _mse(x_hat, setting.test_x).mean().item() > 0.9 * setting.mean_mse
+    assert mse(x_hat, setting.test_x).mean().item() > 0.9 * setting.mean_mse
 
 
 # -- what each attack may touch ---------------------------------------------------
@@ -329,7 +204,7 @@ def test_inverse_network_learns_only_from_oracle_queries_on_aux_data(
     attack.fit(knowledge, torch.Generator().manual_seed(1))
     assert len(queried) >= 1 and torch.equal(torch.cat(queried), toy.aux_x)
     x_hat = attack.reconstruct(toy.test_z)
-    assert _ssim(x_hat, toy.test_x).mean().item() > 0.8  # adaptive: trained on noisy z
+    assert ssim(x_hat, toy.test_x).mean().item() > 0.8  # adaptive: trained on noisy z
 
 
 def test_attacks_leave_the_edge_and_cloud_untouched(toy: Setting) -> None:
@@ -358,149 +233,10 @@ def test_rmle_feature_term_is_relative_to_the_feature_scale(toy: Setting) -> Non
     tiny = Setting(TinyEdge)
     same = tiny.run("rmle", lambda_tv=0.05)
     assert torch.allclose(same, toy.run("rmle", lambda_tv=0.05), atol=1e-3)
-    assert _ssim(same, tiny.test_x).mean().item() > 0.95
+    assert ssim(same, tiny.test_x).mean().item() > 0.95
     # He et al.'s absolute error: the prior swamps a feature error of ~1e-4
     absolute = tiny.run("rmle", lambda_tv=0.05, relative=False)
-    assert _ssim(absolute, tiny.test_x).mean().item() < 0.5
-
-
-# -- attacks aligning a substitute edge with the observed features ----------------
-class SpyEdge(nn.Module):
-    """Counts every call of the victim's edge."""
-
-    def __init__(self, edge: nn.Module) -> None:
-        super().__init__()
-        self.edge, self.calls = edge, 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        return self.edge(x)
-
-
-@pytest.mark.parametrize("name", ALIGNING)
-def test_aligning_attacks_need_the_observation_log(name: str, toy: Setting) -> None:
-    for observed in (None, toy.observed[:1]):
-        knowledge = dataclasses.replace(toy.knowledge[QueryFree], observed=observed)
-        with pytest.raises(ValueError, match="observed"):
-            ATTACKS.create(name, FAST[name]).fit(knowledge,
-                                                 torch.Generator().manual_seed(0))
-    knowledge = dataclasses.replace(toy.knowledge[QueryFree],
-                                    observed=toy.observed[:, :2])
-    with pytest.raises(ValueError, match="shape"):
-        ATTACKS.create(name, FAST[name]).fit(knowledge,
-                                             torch.Generator().manual_seed(0))
-
-
-@pytest.mark.parametrize("name", ALIGNING)
-def test_aligning_attacks_never_run_the_victim_edge(name: str, toy: Setting) -> None:
-    spy = SpyEdge(toy.edge)
-    with torch.no_grad():
-        observed = spy(toy.test_x)  # the cloud's log, received before the attack
-    spy.calls = 0
-    knowledge = dataclasses.replace(toy.knowledge[QueryFree], observed=observed)
-    assert type(knowledge) is QueryFree and not hasattr(knowledge, "query")
-    attack = ATTACKS.create(name, FAST[name])
-    attack.fit(knowledge, torch.Generator().manual_seed(1))
-    attack.reconstruct(observed)
-    assert spy.calls == 0
-
-
-@pytest.fixture(scope="module")
-def mnist_victim() -> dict[str, Any]:
-    """A trained MNIST CNN cut at conv1 (8x28x28, undefended) and the cloud's view."""
-    from pathlib import Path
-
-    from simulator.data import DATASETS
-    from strategies.defenses import DEFENSES
-    from strategies.defenses.siftfunnel import EncoderChoice
-    from strategies.models import BACKBONES, CloudModel, build_edge
-
-    root = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    if not (root / "MNIST").is_dir():
-        pytest.skip(f"shared data not found at {root}")
-    spec = DATASETS.create("mnist", {"root": str(root)})
-    data, norm = spec.load("test"), spec.normalization()
-    perm = torch.randperm(len(data.y), generator=torch.Generator().manual_seed(0))
-    train, aux, victims = perm[:2000], perm[2000:2600], perm[2600:2900]
-    backbone = BACKBONES.create("mnist_cnn", {"cut": "conv1"}, image_shape=(1, 28, 28),
-                                num_classes=10)
-    defense = DEFENSES.create("none", {})
-    torch.manual_seed(0)  # the victim's initial weights
-    edge = build_edge(backbone, EncoderChoice("plain", {}), defense, norm)
-    shape = tuple(edge(data.x[:1]).shape[1:])
-    cloud = CloudModel(backbone, {"t": (shape, defense.adapter())})
-    opt = torch.optim.Adam([*edge.parameters(), *cloud.parameters()], lr=2e-3)
-    for _ in range(2):
-        for idx in train.split(64):
-            opt.zero_grad()
-            F.cross_entropy(cloud(edge(data.x[idx]), "t"), data.y[idx]).backward()
-            opt.step()
-    edge.eval(), cloud.eval()
-    spy = SpyEdge(edge)
-    with torch.no_grad():
-        training_z, z = spy(data.x[train[:600]]), spy(data.x[victims])
-    spy.calls = 0
-    knowledge = QueryFree(cloud=cloud.tier_view("t"), aux_x=data.x[aux],
-                          aux_y=data.y[aux], feature_shape=shape,
-                          image_shape=(1, 28, 28), normalization=norm, observed=z)
-    mean = data.x[aux].mean(0, keepdim=True).expand(len(victims), -1, -1, -1)
-    return {"knowledge": knowledge, "x": data.x[victims], "z": z, "spy": spy,
-            "training_z": training_z,
-            "mean_ssim": _ssim(mean, data.x[victims]).mean().item(),
-            "mean_mse": _mse(mean, data.x[victims]).mean().item()}
-
-
-# (attack, params, observed rows, min SSIM). Measured SSIM over seeds 1-3: fora
-# 0.75 / 0.73 / 0.77, sdar 0.74 / 0.75 / 0.58; the mean auxiliary image 0.12.
-MNIST_CASES = [
-    ("fora", {"substitute_epochs": 4, "substitute_width": 16, "substitute_lr": 1e-2,
-              "epochs": 8, "lr": 1e-2, "width": 16}, "z", 0.55),
-    ("sdar", {"epochs": 4, "simulator_width": 16, "width": 16, "critic_width": 8,
-              "batch_size": 64, "sim_lr": 1e-2, "dec_lr": 1e-2, "sim_critic_lr": 1e-3,
-              "lambda1": 0.1}, "training_z", 0.45),
-]
-
-
-@pytest.mark.parametrize("name, params, rows, min_ssim", MNIST_CASES)
-def test_aligning_attacks_invert_a_shallow_mnist_cut_without_the_edge(
-        name: str, params: dict[str, Any], rows: str, min_ssim: float,
-        mnist_victim: dict[str, Any]) -> None:
-    v = mnist_victim
-    knowledge = dataclasses.replace(v["knowledge"], observed=v[rows])
-    assert type(knowledge) is QueryFree  # no oracle, no edge
-    attack = ATTACKS.create(name, params)
-    attack.fit(knowledge, torch.Generator().manual_seed(1))
-    x_hat = attack.reconstruct(v["z"])
-    assert v["spy"].calls == 0
-    ssim_value = _ssim(x_hat, v["x"]).mean().item()
-    assert ssim_value > min_ssim and ssim_value > v["mean_ssim"] + 0.25, ssim_value
-    assert _mse(x_hat, v["x"]).mean().item() < 0.7 * v["mean_mse"]
-
-
-def test_mk_mmd_separates_distributions_and_has_gradients() -> None:
-    g = torch.Generator().manual_seed(0)
-    a, b = torch.randn(64, 4, 2, 2, generator=g), torch.randn(64, 4, 2, 2, generator=g)
-    same, shifted = mk_mmd(a, b).item(), mk_mmd(a, b + 1.0).item()
-    assert abs(mk_mmd(a, a).item()) < 1e-5
-    assert 0 <= same < 0.1 < shifted
-    src = a.clone().requires_grad_(True)
-    mk_mmd(src, b + 1.0).backward()
-    assert torch.isfinite(src.grad).all() and src.grad.abs().sum() > 0
-    assert mk_mmd(a, b * 1e3).item() > 0.5  # scale-aware bandwidth: no underflow
-
-
-def test_critic_penalty_and_label_flips() -> None:
-    g = torch.Generator().manual_seed(0)
-    for shape in [(4, 8, 8), (1, 28, 28), (16, 3, 3)]:
-        critic = build_discriminator(shape, width=4)
-        x = torch.randn(5, *shape, generator=g)
-        assert critic(x).shape == (5, 1)
-        gp = gradient_penalty(critic, x, torch.randn(5, *shape, generator=g), g)
-        assert gp.requires_grad and torch.isfinite(gp)
-    y = torch.randint(0, 10, (4000,), generator=g)
-    assert torch.equal(flip_labels(y, 10, 0.0, g), y)
-    changed = (flip_labels(y, 10, 0.2, g) != y).float().mean().item()
-    assert abs(changed - 0.2 * 0.9) < 0.03  # a flip draws the same label 1 time in 10
+    assert ssim(absolute, tiny.test_x).mean().item() < 0.5
 
 
 # -- shared pieces ----------------------------------------------------------------

@@ -11,7 +11,6 @@ from strategies.defenses import DefendedEdge
 from strategies.models import EdgeCost, edge_cost
 
 
-
 def test_conv_macs_params_and_size_match_hand_count() -> None:
     conv = nn.Conv2d(3, 5, 3, padding=1)
     cost = edge_cost(conv, (3, 8, 6))

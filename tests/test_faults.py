@@ -8,11 +8,6 @@ processes: Flower node actors, the cloud actor, adversary workers and `siftsim r
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np

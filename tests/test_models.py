@@ -20,7 +20,6 @@ from strategies.registry import PluginParams, UnknownPluginError
 K = 5
 
 
-
 def spec(name: str, **params: object) -> SimpleNamespace:
     return SimpleNamespace(name=name, params=params)
 

@@ -39,7 +39,7 @@ def _body(dom: str) -> str:
 
 
 def test_report_renders_with_every_image_decoded(tmp_path):
-    from test_report import write_run  # the synthetic run-directory writer
+    from _run_dirs import write_run  # the synthetic run-directory writer
     html_path, _ = write_report(write_run(tmp_path / "run"))
     n_images = len(re.findall(r"<img\b", html_path.read_text()))
     body = _body(_chromium(tmp_path, html_path, "--dump-dom"))
@@ -54,7 +54,7 @@ def test_report_renders_with_every_image_decoded(tmp_path):
 
 
 def test_a_broken_image_is_detected(tmp_path):
-    from test_report import write_run
+    from _run_dirs import write_run
     html_path, _ = write_report(write_run(tmp_path / "run", attacked=False))
     broken = tmp_path / "broken.html"
     broken.write_text(html_path.read_text().replace("base64,iVBOR", "base64,AAAA", 1))

@@ -14,7 +14,7 @@ from analysis.search import search_table, searched_attacks
 from analysis.tables import with_ci
 from simulator.budgets import COLUMNS, budget_table, worst_point
 from simulator.leakage import write_table
-from test_report import TIERS, write_run
+from _run_dirs import TIERS, write_run
 
 WIDTHS, AUX = (8, 16, 32), (24, 48)
 
