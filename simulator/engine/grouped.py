@@ -119,9 +119,33 @@ def _defended(g: GroupedEdge, m: DefendedEdge, prefix: str, x: torch.Tensor) -> 
 
 @_rule(nn.Conv2d)
 def _conv(g: GroupedEdge, m: nn.Conv2d, prefix: str, x: torch.Tensor) -> torch.Tensor:
+    if _pointwise(m):
+        return _pointwise_conv(g, m, prefix, x)
     weight = g.get(prefix + "weight", -1, *m.weight.shape[1:])
     bias = g.get(prefix + "bias", -1) if m.bias is not None else None
     return F.conv2d(x, weight, bias, m.stride, m.padding, m.dilation, g.n * m.groups)
+
+
+def _pointwise(m: nn.Conv2d) -> bool:
+    return (m.kernel_size == (1, 1) and m.stride == (1, 1) and m.dilation == (1, 1)
+            and m.padding == (0, 0) and m.groups == 1)
+
+
+def _pointwise_conv(g: GroupedEdge, m: nn.Conv2d, prefix: str,
+                    x: torch.Tensor) -> torch.Tensor:
+    """A 1x1 convolution as one batched matrix product over (image, device).
+
+    On one thread and fewer than 16 images, torch does not hand a 1x1 convolution to
+    oneDNN, and its fallback runs a grouped one a group (device) at a time, with a
+    narrow / convolve / cat per device (7% of a stacked funnel_2 step at 10 devices in
+    the torch profiler; the step ran 0-12% faster this way, measured interleaved).
+    """
+    b, _, h, w = x.shape
+    weight = g.tensors[prefix + "weight"].flatten(2)           # (n, out, in)
+    out = torch.matmul(weight, g.split(x).flatten(3))          # (B, n, out, H * W)
+    if m.bias is not None:
+        out = out + g.tensors[prefix + "bias"][:, :, None]
+    return out.view(b, -1, h, w)
 
 
 @_rule(nn.BatchNorm2d)
