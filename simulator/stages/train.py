@@ -2,10 +2,11 @@
 
 Every round end writes a checkpoint (``stages/train/checkpoint.pt``: tier edges, the
 cloud, per-device counters, the round table, failures; for centralized training also
-the optimiser state; split training writes it beside the next round) and the round's share of the cloud's observation log
-(``stages/train/observations``). A run killed mid-training resumes from the last round
-end and continues bit for bit: every random draw derives from (seed, round, device,
-step), and optimisers live for one round only (centralized: saved).
+the optimiser state; split training writes it beside the next round) and the round's
+share of the cloud's observation log (``stages/train/observations``). A run killed
+mid-training resumes from the last round end and continues bit for bit: every random
+draw derives from (seed, round, device, step), and optimisers live for one round only
+(centralized: saved).
 """
 
 from __future__ import annotations
