@@ -5,51 +5,31 @@ dataset's size (splits, the provider's share, devices against samples) and what 
 will hold in memory can only be judged with the data at hand. :func:`preflight` reads
 the dataset (never trains), builds the workspace exactly as a run does, turns a failure
 into a :class:`~simulator.loading.ScenarioError` that names the YAML path to change,
-and estimates the run's memory against this machine's. ``siftsim validate`` runs it;
-``siftsim run`` and sweeps call it before Ray starts.
+and holds the run's estimated memory (:mod:`simulator.memory`) against this machine's.
+``siftsim validate`` runs it; ``siftsim run`` and sweeps call it before Ray starts.
 """
 
 from __future__ import annotations
 
-import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
-
-import numpy as np
 
 from simulator.data import DATASETS, make_splits
 from simulator.engine.workspace import ModelKit, Workspace
 from simulator.loading import ScenarioError
+from simulator.memory import (FLOAT32, MemoryItem, estimate_memory, format_bytes,
+                              machine_memory)
 from simulator.run import build_workspace
 from simulator.scenario import Scenario, plugin_params
 from simulator.search import AUX_SIZE, axes
 from simulator.seeding import derive_seed
 
-__all__ = ["MemoryItem", "Report", "estimate_memory", "machine_memory", "preflight",
-           "preflight_all"]
-
-# Unique memory (psutil USS) of one process that imported torch, flwr and ray:
-# measured 400 MiB with torch 2.14, flwr 1.42, ray 2.x on Linux.
-_PROCESS_BYTES = 400 * 2**20
-# Python objects around one logged feature row (tuple, ints, the array view).
-_ROW_OVERHEAD = 200
-_FLOAT32, _FLOAT16 = 4, 2
+__all__ = ["Report", "preflight", "preflight_all"]
 
 # Scenario sections build_workspace never reads (tiers' plug-ins are read by ModelKit).
 _NOT_IN_WORKSPACE = {"name": True, "output_dir": True, "model": True, "training": True,
                      "observation": True, "adversary": True, "ray": True, "sweep": True,
                      "tiers": {"__all__": {"encoder", "defense"}}}
-
-
-@dataclass(frozen=True)
-class MemoryItem:
-    """One part of a run's estimated memory and the scenario keys that shrink it."""
-
-    what: str
-    bytes: int
-    lower: str
 
 
 @dataclass(frozen=True)
@@ -80,8 +60,8 @@ class Report:
     def summary(self) -> str:
         """One line: ``memory ~2.1 GiB of 23.5 GiB (largest: ...)``."""
         top = self.memory[0]
-        return (f"memory ~{_size(self.memory_bytes)} of {_size(self.machine_total)} "
-                f"(largest: {top.what} {_size(top.bytes)})")
+        return (f"memory ~{format_bytes(self.memory_bytes)} of {format_bytes(self.machine_total)} "
+                f"(largest: {top.what} {format_bytes(top.bytes)})")
 
 
 def preflight(scenario: Scenario, source: str = "<scenario>") -> Report:
@@ -161,14 +141,14 @@ def _check_resize(scenario: Scenario) -> None:
     native = DATASETS.create(spec.name, {**plugin_params(spec), "image_size": None})
     parts = [d for d in (native.load("train"), native.load("test")) if d is not None]
     count = sum(len(d) for d in parts)
-    resized = count * parts[0].image_shape[0] * size * size * _FLOAT32
+    resized = count * parts[0].image_shape[0] * size * size * FLOAT32
     total, _ = machine_memory()
     # Twice: the driver's copy and the one in Ray's object store.
     if 2 * resized > total:
         raise _Problems([f"dataset.image_size: {count:,} {spec.name} images at "
-                         f"{size} x {size} take {_size(resized)}, held twice (driver "
+                         f"{size} x {size} take {format_bytes(resized)}, held twice (driver "
                          f"and Ray's object store): more than this machine's "
-                         f"{_size(total)}; lower image_size"])
+                         f"{format_bytes(total)}; lower image_size"])
 
 
 def _check(ws: Workspace) -> Report:
@@ -179,109 +159,16 @@ def _check(ws: Workspace) -> Report:
     items = estimate_memory(ws, ModelKit(ws))
     total, available = machine_memory()
     need, top = sum(item.bytes for item in items), items[0]
-    over = (f"memory: about {_size(need)} needed (largest: {top.what}, "
-            f"{_size(top.bytes)}; lower {top.lower})")
+    over = (f"memory: about {format_bytes(need)} needed (largest: {top.what}, "
+            f"{format_bytes(top.bytes)}; lower {top.lower})")
     # On a cluster most of it lives on other machines: there, only warn.
     if need > total and not sc.ray.address:
-        raise _Problems([f"{over} but this machine has {_size(total)}"])
+        raise _Problems([f"{over} but this machine has {format_bytes(total)}"])
     warnings = ()
     if need > available:
-        warnings = (f"{over}; {_size(available)} of this machine's {_size(total)} "
+        warnings = (f"{over}; {format_bytes(available)} of this machine's {format_bytes(total)} "
                     "are available now: the run may swap or be killed",)
     return Report(items, total, available, warnings)
-
-
-def estimate_memory(ws: Workspace, kit: ModelKit) -> tuple[MemoryItem, ...]:
-    """The run's memory, item by item (largest first), for a Flower + Ray run.
-
-    Counts the dataset tensors (held by the driver and by Ray's object store), the
-    processes, the edge copies of the cohorts trained at once (parameters, gradients and
-    optimiser state), the cloud model with its per-node training copies, and the
-    observation log (float16 features, plus the copy made when it is written).
-    """
-    sc, pop = ws.scenario, ws.population
-    arrays = [v for v in vars(ws).values() if isinstance(v, np.ndarray)]
-    cpus = sc.ray.num_cpus or os.cpu_count() or 1
-    actors = max(1, min(len(pop.nodes), int(cpus // sc.ray.cpus_per_node)))
-    per_weight = _FLOAT32 * (2 + _optimizer_copies(sc))  # weights, grads, state
-    train_params = {t: sum(p.numel() for p in kit.edge(t).parameters())
-                    for t in kit.tiers}
-    cohorts = sorted((len(ids) * train_params[pop.node_tier(n)] * per_weight
-                      for n, ids in enumerate(pop.nodes)), reverse=True)
-    cloud = sum(p.numel() for p in kit.cloud().parameters())
-    if sc.training.mode == "split":
-        sampled = sum(math.ceil(sc.training.fraction * len(d))
-                      for d in pop.by_tier().values())
-        models = cloud * _FLOAT32 + min(len(pop.nodes), sampled) * cloud * per_weight
-        edges = sum(cohorts[:actors])
-    else:  # the driver trains the cloud and every tier's edge with one optimiser
-        models = (cloud + sum(train_params.values())) * per_weight
-        edges = 0
-    items = [
-        MemoryItem("dataset tensors (driver and Ray object store)",
-                   2 * sum(a.nbytes for a in arrays),
-                   "dataset.image_size, or use a smaller dataset"),
-        MemoryItem(f"processes ({actors} node actors, cloud, driver, Ray)",
-                   (actors + 3) * _PROCESS_BYTES,
-                   "ray.num_cpus, or raise ray.cpus_per_node"),
-        MemoryItem("device edges being trained (weights, gradients, optimiser state)",
-                   edges, "flower.devices_per_node, or ray.num_cpus"),
-        MemoryItem("cloud model and its per-node training copies", models,
-                   "training.fraction, or raise flower.devices_per_node (fewer nodes)"),
-        MemoryItem("observation log", _observation_bytes(ws, kit),
-                   "observation.training_per_device, inference.samples_per_device "
-                   "or observation.phases"),
-    ]
-    return tuple(sorted(items, key=lambda item: -item.bytes))
-
-
-def machine_memory() -> tuple[int, int]:
-    """This machine's memory in bytes: ``(total, available now)``.
-
-    Read from ``/proc/meminfo`` and capped by a container's cgroup limit, which is what
-    the kernel enforces; elsewhere the physical memory (available then equals total).
-    psutil is not used: it is not a dependency (Ray only vendors a copy).
-    """
-    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    available = total
-    meminfo = Path("/proc/meminfo")
-    if meminfo.is_file():
-        fields = dict(line.split(":", 1) for line in meminfo.read_text().splitlines()
-                      if ":" in line)
-        kib = {k: int(v.split()[0]) * 1024 for k, v in fields.items()
-               if k in ("MemTotal", "MemAvailable")}
-        total = kib.get("MemTotal", total)
-        available = kib.get("MemAvailable", total)
-    for name in ("/sys/fs/cgroup/memory.max",
-                 "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        text = Path(name).read_text().strip() if Path(name).is_file() else ""
-        if text.isdigit() and int(text) < total:
-            total, available = int(text), min(available, int(text))
-    return total, available
-
-
-def _optimizer_copies(sc: Scenario) -> int:
-    """Tensors of optimiser state per weight: Adam keeps two moments, momentum one."""
-    opt = sc.training.optimizer
-    if opt.name in ("adam", "adamw"):
-        return 2
-    return 1 if opt.momentum > 0 else 0
-
-
-def _observation_bytes(ws: Workspace, kit: ModelKit) -> int:
-    sc = ws.scenario
-    cfg, train = sc.observation, sc.training
-    seen = train.rounds * train.local_steps * train.batch_size
-    keep_training = "training" in cfg.phases and train.mode == "split"
-    total = 0
-    for d in ws.population.devices:
-        if d.tier is None:   # unable to serve: it neither trains nor infers
-            continue
-        rows = len(d.test_idx) if "inference" in cfg.phases else 0
-        rows += min(cfg.training_per_device, seen) if keep_training else 0
-        # Twice the features: the log, and the stacked copy written at the end.
-        total += rows * (2 * kit.costs[d.tier].elements * _FLOAT16 + _ROW_OVERHEAD)
-    return total
 
 
 def _data_problems(ws: Workspace) -> list[str]:
@@ -357,11 +244,3 @@ def _locate(scenario: Scenario, err: ValueError) -> str:
     counts = ", ".join(f"{k}: {v:,}" for k, v in scenario.tier_counts().items())
     return (f"tiers: {scenario.num_devices:,} devices ({counts}) but only "
             f"{len(private) - provider:,} private samples to share: {msg}")
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024:
-            return f"{n:.3g} {unit}"
-        n /= 1024
-    return f"{n:,.1f} TiB"

@@ -10,7 +10,8 @@ import yaml
 import simulator.preflight as pf
 from simulator.cli import main
 from simulator.loading import ScenarioError, load_scenario, validate_scenario
-from simulator.preflight import estimate_memory, preflight, preflight_all
+from simulator.memory import estimate_memory
+from simulator.preflight import preflight, preflight_all
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "scenarios" / "quickstart.yaml"
