@@ -206,6 +206,24 @@ def test_an_interrupted_run_resumes_to_the_same_records(smoke_raw, tmp_path, cle
     _same_records(resumed, clean)
 
 
+def test_a_run_interrupted_after_merging_its_observation_files_resumes_whole(
+        smoke_raw, tmp_path, stop_at):
+    """Every 8 round files of the training log are merged into one; the merge waits for
+    its round's checkpoint (written in the background), so a run stopped after it still
+    finds every round's features and resumes to the uninterrupted run's records."""
+    smoke_raw["training"].update(rounds=10, local_steps=2, fraction=1.0)
+    whole = _run(smoke_raw, tmp_path / "whole")
+    path = tmp_path / "run"
+    with pytest.raises(RunInterrupted):
+        _run(smoke_raw, path, progress=stop_at("train", 10))   # round 9, before its end
+    folder = path / "stages" / "train"
+    assert sorted(p.name for p in (folder / "observations").glob("*.npz")) == \
+        ["m00007.npz", "r00008.npz"]
+    saved = torch.load(folder / "checkpoint.pt", weights_only=True)
+    assert saved["state"]["next_round"] == 9
+    _same_records(_run(smoke_raw, path, resume=True), whole)
+
+
 def test_resuming_a_finished_run_does_nothing(tmp_path, clean):
     before = {p: p.stat().st_mtime_ns for p in clean.rglob("*") if p.is_file()}
     raw = yaml.safe_load((clean / "scenario.yaml").read_text())
