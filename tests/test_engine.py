@@ -219,6 +219,33 @@ def test_cloud_exchange_gives_each_device_its_own_mean_loss_and_gradient(smoke_r
     np.testing.assert_allclose(grads, zt.grad.numpy(), rtol=1e-4, atol=1e-7)
 
 
+def test_each_round_starts_every_node_copy_from_the_averaged_cloud(smoke_raw):
+    """After a round's average, a node's kept copy is refilled with the new trunk and its
+    own tier's adapter: what it trains and what the next average reads of it."""
+    ws = build_workspace(validate_scenario(smoke_raw))
+    kit = ModelKit(ws)
+    _, cloud_state = kit.initial_states()
+    cloud = Cloud(ws, cloud_state)
+    nodes = {n: ws.population.node_tier(n) for n in range(len(ws.population.nodes))}
+    assert len(nodes) > len(set(nodes.values()))   # tiers of several nodes
+    for rnd in range(2):
+        for node, tier in nodes.items():
+            x, y = ws.batch(np.arange(6))
+            with torch.no_grad():
+                z = kit.edge(tier)(x)
+            cloud.exchange(rnd, node, tier, z.numpy(), y.numpy(), np.zeros(6, np.int64),
+                           np.arange(6), [6])
+        cloud.aggregate(dict.fromkeys(nodes, 1.0))
+    averaged = cloud.model.state_dict()
+    for node, tier in nodes.items():
+        copy = cloud._copy_for(node).state_dict()
+        mine = [k for k in averaged if not k.startswith("adapters.") and ".tier_stats." not in k
+                or f"adapters.{tier}." in k or f".tier_stats.{tier}." in k]
+        assert mine and len(mine) < len(averaged)
+        for k in mine:
+            torch.testing.assert_close(copy[k], averaged[k], rtol=0, atol=0, msg=k)
+
+
 def _square_loss_exchange(rnd, node, tier, z, y, device_ids, samples, sizes):
     """A stand-in cloud: each device's loss is mean(z^2) over its batch."""
     bounds = np.cumsum([0, *sizes])

@@ -17,9 +17,9 @@ import torch
 
 from simulator.engine.collapse import FeatureStats
 from simulator.engine.observations import ObservationLog, TierObservations
-from simulator.faults import die
 from simulator.engine.workspace import (INFER_BATCH, ModelKit, Workspace, make_optimizer,
-                                         refill, state_of, state_tensors)
+                                        refill, state_of)
+from simulator.faults import die
 from simulator.seeding import derive_seed, seeded
 from strategies.federation import weighted_average
 
@@ -71,7 +71,7 @@ class Cloud:
         self.model = self.kit.cloud()
         self.model.load_state_dict(state)
         self._copies: dict[int, tuple[torch.nn.Module, torch.optim.Optimizer]] = {}
-        self._kept: dict[int, tuple[torch.nn.Module, list[torch.Tensor]]] = {}
+        self._kept: dict[int, tuple[torch.nn.Module, list[str], list[torch.Tensor]]] = {}
         self._steps: dict[int, int] = {}
         self._stats: dict[int, FeatureStats] = {}   # per node, this round
         self._crash: tuple[int, int] | None = None  # (round, exchange) of a fault
@@ -120,12 +120,18 @@ class Cloud:
 
         Copies are kept between rounds and refilled: deep-copying the model cost 46 ms
         a node and round, 8% of training at 1,000 devices; copying its tensors, <1 ms.
+        Only what the node trains and :meth:`aggregate` reads of it is refilled: the
+        shared trunk and the node's own tier (other tiers' adapters stay unused).
         """
         if node not in self._kept:
             model = copy.deepcopy(self.model)
-            self._kept[node] = (model, state_tensors(model))
-        model, tensors = self._kept[node]
-        refill(tensors, self.model.state_dict().values())
+            tier = self.ws.population.node_tier(node)
+            keys = [k for k in model.state_dict() if _group(k) in (None, tier)]
+            live = model.state_dict(keep_vars=True)
+            self._kept[node] = (model, keys, [live[k] for k in keys])
+        model, keys, tensors = self._kept[node]
+        current = self.model.state_dict()
+        refill(tensors, (current[k] for k in keys))
         model.train().zero_grad(set_to_none=True)
         return model
 
