@@ -93,7 +93,7 @@ def run_on_ray(todo: list[SweepPoint], folder: Path, workers: int, runner: Runne
                 done: Done, prepare: Callable[[SweepPoint], None], say: Progress) -> None:
     import ray
     started = not ray.is_initialized()
-    if started:  # a fresh local instance, as in simulator.engine.flower.init_ray
+    if started:  # a fresh local instance, as in simulator.engine.ray_cloud.init_ray
         import logging
         path = os.pathsep.join(p for p in sys.path if p)
         # the behaviour Ray 2.55 announces in a FutureWarning on every start: set it

@@ -242,7 +242,7 @@ def _run_on_ray(ctx: RunContext, todo: list[Unit], edges: dict, cloud: dict,
     """
     import ray
 
-    from simulator.engine.flower import init_ray
+    from simulator.engine.ray_cloud import init_ray
     init_ray(ctx.ws.scenario.ray)
     ctx.recorder.note_ray_session()
     ws_ref = ray.put(ctx.ws)
