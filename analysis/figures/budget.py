@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
@@ -53,8 +55,6 @@ def leakage_vs_budget(devices: pd.DataFrame, leakage: str | None = None,
     bins : int
         Most bins of a tier's trend (each holds at least 5 devices).
     """
-    from analysis.metrics import mean_ci  # torch-backed: imported only when drawing
-
     y_col = resolve_column(devices, leakage or default_leakage(devices), "leakage")
     x_col = resolve_column(devices, budget, "budget")
     data = _finite_rows(devices, y_col, x_col, ("leakage", "budget"))
@@ -66,24 +66,8 @@ def leakage_vs_budget(devices: pd.DataFrame, leakage: str | None = None,
     legend_for = {"mean": True, "trend": True}
     for tier in tiers:
         g = data[data["tier"].astype(str) == tier]
-        x, y = g[x_col].to_numpy(float), g[y_col].to_numpy(float)
-        ax.scatter(x, y, s=5 if crowded else 14, alpha=0.25 if crowded else 0.45,
-                   color=colours[tier], label=tier, rasterized=crowded)
-        trend = binned_trend(x, y, bins)
-        if len(trend) >= 2:
-            ax.fill_between(trend["x"], trend["lo"], trend["hi"], color=colours[tier],
-                            alpha=0.15, lw=0)
-            ax.plot(trend["x"], trend["mean"], "-o", color=colours[tier], ms=4, lw=1.8,
-                    markeredgecolor="black", zorder=3, gid=f"trend:{tier}",
-                    label="binned mean, 95% CI" if legend_for.pop("trend", False)
-                    else "_nolegend_")
-            continue
-        mean, lo, hi = mean_ci(y)
-        err = np.nan_to_num([[mean - lo], [hi - mean]], nan=0.0)
-        ax.errorbar([float(x.mean())], [mean], yerr=err, fmt="D", color=colours[tier],
-                    markeredgecolor="black", capsize=4, ms=7, zorder=3,
-                    label="tier mean, 95% CI" if legend_for.pop("mean", False)
-                    else "_nolegend_")
+        _draw_tier(ax, tier, g[x_col].to_numpy(float), g[y_col].to_numpy(float),
+                   colours[tier], crowded, bins, legend_for)
     maybe_log_x(ax, data[x_col])
     ax.set_xlabel(axis_label(x_col))
     ax.set_ylabel(axis_label(y_col))
@@ -93,6 +77,32 @@ def leakage_vs_budget(devices: pd.DataFrame, leakage: str | None = None,
         handle.set_alpha(1.0)
     ax.grid(alpha=0.3)
     return fig
+
+
+def _draw_tier(ax: Axes, tier: str, x: np.ndarray, y: np.ndarray, colour: Any,
+               crowded: bool, bins: int, legend_for: dict[str, bool]) -> None:
+    """One tier's cloud of devices, with its binned trend where its budgets vary,
+    else its mean and 95% interval at its one budget. ``legend_for`` names the
+    summaries still to label in the legend (each once)."""
+    from analysis.metrics import mean_ci  # torch-backed: imported only when drawing
+
+    ax.scatter(x, y, s=5 if crowded else 14, alpha=0.25 if crowded else 0.45,
+               color=colour, label=tier, rasterized=crowded)
+    trend = binned_trend(x, y, bins)
+    if len(trend) >= 2:
+        ax.fill_between(trend["x"], trend["lo"], trend["hi"], color=colour, alpha=0.15,
+                        lw=0)
+        ax.plot(trend["x"], trend["mean"], "-o", color=colour, ms=4, lw=1.8,
+                markeredgecolor="black", zorder=3, gid=f"trend:{tier}",
+                label="binned mean, 95% CI" if legend_for.pop("trend", False)
+                else "_nolegend_")
+        return
+    mean, lo, hi = mean_ci(y)
+    err = np.nan_to_num([[mean - lo], [hi - mean]], nan=0.0)
+    ax.errorbar([float(x.mean())], [mean], yerr=err, fmt="D", color=colour,
+                markeredgecolor="black", capsize=4, ms=7, zorder=3,
+                label="tier mean, 95% CI" if legend_for.pop("mean", False)
+                else "_nolegend_")
 
 
 def ladder_order(devices: pd.DataFrame) -> list[str]:
