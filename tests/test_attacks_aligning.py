@@ -50,6 +50,15 @@ def test_aligning_attacks_need_the_observation_log(name: str, toy: Setting) -> N
                                              torch.Generator().manual_seed(0))
 
 
+@pytest.mark.parametrize("name", [*ALIGNING, "query_free"])
+def test_query_free_attacks_need_one_label_per_auxiliary_image(name: str,
+                                                                toy: Setting) -> None:
+    knowledge = dataclasses.replace(toy.knowledge[QueryFree], aux_y=toy.aux_y[:-1])
+    with pytest.raises(ValueError, match=r"aux_y must have shape \(\d+,\)"):
+        ATTACKS.create(name, FAST.get(name, {})).fit(knowledge,
+                                                     torch.Generator().manual_seed(0))
+
+
 @pytest.mark.parametrize("name", ALIGNING)
 def test_aligning_attacks_never_run_the_victim_edge(name: str, toy: Setting) -> None:
     spy = SpyEdge(toy.edge)

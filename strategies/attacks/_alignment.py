@@ -1,8 +1,11 @@
 """Pieces of the distribution-aligning attacks (private: not a plug-in, not public API).
 
 ``fora`` and ``sdar`` train a substitute edge on auxiliary images so that its features
-look like the features the cloud observed from the victims. Shared here:
+look like the features the cloud observed from the victims (``query_free``'s shadow
+edge is the same network, trained through the cloud alone). Shared here:
 
+* :func:`labelled_aux` - the auxiliary images and labels, checked to pair up;
+* :func:`new_shadow_edge` - a seeded shadow / substitute edge for the knowledge;
 * :func:`observed_features` - the observation log from the knowledge, checked;
 * :func:`mk_mmd` - multi-kernel maximum mean discrepancy (Gaussian kernels);
 * :func:`build_discriminator` - a small conv critic for features or images;
@@ -17,17 +20,34 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from strategies.attacks._common import check_features
+from strategies.attacks._common import build_shadow_edge, check_features, init_parameters
 from strategies.attacks.base import QueryFree
 
 __all__ = ["MMD_ALPHAS", "bce_logits", "build_discriminator", "flip_labels",
-           "gradient_penalty", "mk_mmd", "num_classes", "observed_features",
-           "sample_rows"]
+           "gradient_penalty", "labelled_aux", "mk_mmd", "new_shadow_edge", "num_classes",
+           "observed_features", "sample_rows"]
 
 MMD_ALPHAS = tuple(2.0 ** k for k in range(-3, 2))
 """Bandwidth multipliers of the kernel family (FORA's choice, after DAN)."""
 
 _DIST_FLOOR = 1e-12  # identical rows: keep the bandwidth finite
+
+
+def labelled_aux(knowledge: QueryFree) -> tuple[torch.Tensor, torch.Tensor]:
+    """The auxiliary images and their labels (int64), one label per image."""
+    x, y = knowledge.aux_x, knowledge.aux_y.long()
+    if y.shape != (x.shape[0],):
+        raise ValueError(f"aux_y must have shape ({x.shape[0]},), got {tuple(y.shape)}")
+    return x, y
+
+
+def new_shadow_edge(knowledge: QueryFree, width: int,
+                    generator: torch.Generator) -> nn.Module:
+    """A shadow edge image -> feature for the knowledge's shapes, initialised from
+    ``generator``, on the auxiliary images' device."""
+    shadow = build_shadow_edge(knowledge.image_shape, knowledge.feature_shape,
+                               knowledge.normalization, width)
+    return init_parameters(shadow, generator).to(knowledge.aux_x.device)
 
 
 def observed_features(knowledge: QueryFree, attack: str) -> torch.Tensor:

@@ -8,9 +8,10 @@ from pydantic import Field
 from torch import nn
 
 from strategies.attacks._alignment import (build_discriminator, gradient_penalty,
-                                           mk_mmd, observed_features, sample_rows)
-from strategies.attacks._common import (build_decoder, build_shadow_edge, frozen_copy,
-                                        init_parameters, map_in_batches, minibatches)
+                                           labelled_aux, mk_mmd, new_shadow_edge,
+                                           observed_features, sample_rows)
+from strategies.attacks._common import (build_decoder, frozen_copy, init_parameters,
+                                        map_in_batches, minibatches)
 from strategies.attacks.base import ATTACKS, QueryFree
 from strategies.attacks.inverse_network import InverseNetwork
 
@@ -86,13 +87,8 @@ class FORA(InverseNetwork):
     def _train_substitute(self, knowledge: QueryFree, observed: torch.Tensor,
                           generator: torch.Generator) -> nn.Module:
         p = self.params
-        x, y = knowledge.aux_x, knowledge.aux_y.long()
-        if y.shape != (x.shape[0],):
-            raise ValueError(f"aux_y must have shape ({x.shape[0]},), "
-                             f"got {tuple(y.shape)}")
-        sub = build_shadow_edge(knowledge.image_shape, knowledge.feature_shape,
-                                knowledge.normalization, p.substitute_width)
-        sub = init_parameters(sub, generator).to(x.device)
+        x, y = labelled_aux(knowledge)
+        sub = new_shadow_edge(knowledge, p.substitute_width, generator)
         cloud = frozen_copy(knowledge.cloud).to(x.device)
         opt = torch.optim.Adam(sub.parameters(), lr=p.substitute_lr)
         critic = crit_opt = None

@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from strategies.attacks._common import (build_shadow_edge, frozen_copy, init_parameters,
-                                        minibatches)
+from strategies.attacks._alignment import labelled_aux, new_shadow_edge
+from strategies.attacks._common import frozen_copy, minibatches
 from strategies.attacks.base import ATTACKS, QueryFree
 from strategies.attacks.rmle import RMLE
 
@@ -50,13 +50,8 @@ class QueryFreeAttack(RMLE):
     def _train_shadow(self, knowledge: QueryFree,
                       generator: torch.Generator) -> nn.Module:
         p = self.params
-        x, y = knowledge.aux_x, knowledge.aux_y.long()
-        if y.shape != (x.shape[0],):
-            raise ValueError(f"aux_y must have shape ({x.shape[0]},), "
-                             f"got {tuple(y.shape)}")
-        shadow = build_shadow_edge(knowledge.image_shape, knowledge.feature_shape,
-                                   knowledge.normalization, p.shadow_width)
-        shadow = init_parameters(shadow, generator).to(x.device)
+        x, y = labelled_aux(knowledge)
+        shadow = new_shadow_edge(knowledge, p.shadow_width, generator)
         cloud = frozen_copy(knowledge.cloud).to(x.device)
         opt = torch.optim.Adam(shadow.parameters(), lr=p.shadow_lr)
         rows = torch.arange(x.shape[0])

@@ -9,11 +9,11 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from strategies.attacks._alignment import (bce_logits, build_discriminator,
-                                           flip_labels, num_classes,
+from strategies.attacks._alignment import (bce_logits, build_discriminator, flip_labels,
+                                           labelled_aux, new_shadow_edge, num_classes,
                                            observed_features, sample_rows)
-from strategies.attacks._common import (build_decoder, build_shadow_edge, decode,
-                                        frozen_copy, init_parameters, minibatches)
+from strategies.attacks._common import (build_decoder, decode, frozen_copy,
+                                        init_parameters, minibatches)
 from strategies.attacks.base import ATTACKS, Attack, QueryFree
 from strategies.registry import PluginParams
 
@@ -111,10 +111,7 @@ class SDAR(Attack):
     def _fit(self, knowledge: QueryFree, generator: torch.Generator) -> None:
         p = cast(SDAR.Params, self.params)
         observed = observed_features(knowledge, self.name)
-        x, y = knowledge.aux_x, knowledge.aux_y.long()
-        if y.shape != (x.shape[0],):
-            raise ValueError(f"aux_y must have shape ({x.shape[0]},), "
-                             f"got {tuple(y.shape)}")
+        x, y = labelled_aux(knowledge)
         fshape = tuple(knowledge.feature_shape)
         sim, dec = self._players(knowledge, generator)
         cloud = frozen_copy(knowledge.cloud).to(x.device)
@@ -152,8 +149,7 @@ class SDAR(Attack):
         def make(module: nn.Module) -> nn.Module:
             return init_parameters(module, generator).to(device)
 
-        sim = make(build_shadow_edge(ishape, fshape, knowledge.normalization,
-                                     p.simulator_width))
+        sim = new_shadow_edge(knowledge, p.simulator_width, generator)
         dec = make(build_decoder(fshape, ishape, p.width, p.depth_extra))
         d_f = make(build_discriminator(fshape, p.critic_width)) \
             if p.lambda1 > 0 else None
