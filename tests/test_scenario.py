@@ -123,7 +123,8 @@ def test_cli_validate_exits_nonzero_without_traceback(tmp_path, smoke_raw):
 @pytest.mark.parametrize("path", sorted((REPO / "scenarios").glob("*.yaml")),
                          ids=lambda p: p.name)
 def test_every_shipped_scenario_validates(path):
-    load_scenario(path)
+    # its name is its file's: run folders (runs/<name>-...) say which file made them
+    assert load_scenario(path).name == path.stem
 
 
 def test_edge_loss_warmup_weights_and_a_hold_that_never_ends(smoke_raw):
