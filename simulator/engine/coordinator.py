@@ -27,8 +27,8 @@ from simulator.latency import training_bytes, training_seconds
 from strategies.federation import weighted_average
 from strategies.models import EdgeCost
 
-__all__ = ["Delivery", "Transport", "TrainState", "plan_rounds", "round_plans",
-           "run_inference", "run_split_training", "sample_round"]
+__all__ = ["Delivery", "Transport", "TrainState", "plan_rounds", "planned_cohorts",
+           "round_plans", "run_inference", "run_split_training", "sample_round"]
 
 Progress = Callable[[str, int, int, str], None]
 R = TypeVar("R")
@@ -140,6 +140,13 @@ def _plan_round(ws: Workspace, kit: ModelKit, state: TrainState,
     state.clock_s = next_round_start(state.clock_s, duration,
                                      ws.scenario.training.timing)
     return sample_round(ws, rnd, plans)
+
+
+def planned_cohorts(ws: Workspace, kit: ModelKit) -> list[dict[int, list[int]]]:
+    """Per round, the devices each node trains, as split training plans them (the
+    virtual clock included), without training anything."""
+    state = TrainState.initial(ws, {}, {})
+    return [_plan_round(ws, kit, state, rnd) for rnd in range(ws.scenario.training.rounds)]
 
 
 def round_plans(state: TrainState) -> list[tuple[str, RoundPlan]]:
