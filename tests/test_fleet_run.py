@@ -13,8 +13,8 @@ import yaml
 
 from simulator.cli import main
 from simulator.engine.cloud import Cloud
-from simulator.engine.coordinator import (TrainState, plan_rounds, round_plans,
-                                          run_split_training, sample_round)
+from simulator.engine.coordinator import (TrainState, plan_rounds, planned_cohorts,
+                                          round_plans, run_split_training, sample_round)
 from simulator.engine.local import LocalTransport, run_locally
 from simulator.engine.workspace import ModelKit, peak_activation_bytes
 from simulator.fleet import RoundPlan
@@ -85,6 +85,12 @@ def test_ladder_run_end_to_end(ladder_raw, tmp_path):
     assert (slow["busy_s"] == 3 * DEADLINE_S).all()
     assert (fast["rounds_completed"] == 3).all() and (fast["rounds_trained"] == 3).all()
     assert (fast["rounds_straggled"] == 0).all()
+    # the cohorts planned without training (bench/fleet.py --ceiling) are those trained
+    planned = pd.Series(0, index=devices.index)
+    for cohorts in planned_cohorts(kit.ws, kit):
+        for ids in cohorts.values():
+            planned[ids] += 1
+    assert planned.sum() > 0 and (planned == devices["rounds_trained"]).all()
 
     # participation: per device tallies agree with the per-round records
     part = pd.read_parquet(path / "participation.parquet")
