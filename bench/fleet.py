@@ -33,6 +33,13 @@ efficiency the engine could reach with nothing outside the models::
 
     python bench/fleet.py --cohort 10 scenarios/fleet_10k.yaml
 
+``--ceiling`` does that for the cohorts a fleet run's rounds actually plan at each
+``--devices`` size (every rung at its planned cohort sizes, weighted by the samples
+each trains): the training efficiency a run could reach with nothing outside the
+models, so a run's shortfall below it is the engine's::
+
+    python bench/fleet.py --ceiling scenarios/fleet_10k.yaml --devices 1000 10000
+
 ``--full`` runs one scenario as ``siftsim run`` does (Flower + Ray, attack stage
 included) and checks it against a time and a memory target::
 
