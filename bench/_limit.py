@@ -17,23 +17,15 @@ def reference(sc, seconds: float = 1.0, repeats: int = 2) -> dict:
     rate is the fastest of ``repeats`` passes over every rung, so a short slow spell
     lowers one pass, not one rung's limit."""
     import torch
-    import torch.nn.functional as F
 
-    from simulator.engine.workspace import ModelKit, make_optimizer
+    from simulator.engine.workspace import ModelKit
     from simulator.run import build_workspace
     if sc.assignment is not None:   # the models do not depend on the fleet's size
         sc = sc.model_copy(update={"devices": min(sc.devices, 200)})
     ws = build_workspace(sc)
     kit, steps = ModelKit(ws), {}
     for tier in kit.tiers:
-        edge, cloud = kit.edge(tier), kit.cloud()
-        opt = make_optimizer([*edge.parameters(), *cloud.parameters()],
-                             sc.training.optimizer)
-
-        def train(x, y, tier=tier, edge=edge, cloud=cloud, opt=opt):
-            opt.zero_grad(set_to_none=True)
-            F.cross_entropy(cloud(edge(x), tier), y).backward()
-            opt.step()
+        train, edge, cloud = train_step(kit, tier)
 
         def serve(x, y, tier=tier, edge=edge, cloud=cloud):
             with torch.no_grad():
@@ -51,6 +43,23 @@ def reference(sc, seconds: float = 1.0, repeats: int = 2) -> dict:
                     best[tier][phase] = max(best[tier].get(phase, (0.0, b)),
                                             rate(step, ws, b, seconds))
     return {"threads": torch.get_num_threads(), "rates": best}
+
+
+def train_step(kit, tier: str):
+    """``(train(x, y), edge, cloud)``: one training step of the tier's edge + the cloud
+    (forward, cross-entropy, backward, the scenario's optimiser), fresh models."""
+    import torch.nn.functional as F
+
+    from simulator.engine.workspace import make_optimizer
+    edge, cloud = kit.edge(tier), kit.cloud()
+    opt = make_optimizer([*edge.parameters(), *cloud.parameters()],
+                         kit.ws.scenario.training.optimizer)
+
+    def train(x, y):
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(cloud(edge(x), tier), y).backward()
+        opt.step()
+    return train, edge, cloud
 
 
 def fastest(references: list[dict]) -> dict:
