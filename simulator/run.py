@@ -96,6 +96,10 @@ def run_scenario(scenario: Scenario, out: str | Path | None = None,
     except KeyboardInterrupt:   # RunInterrupted, or what Ray's waits turn it into
         recorder.finish("interrupted")
         raise
+    except SystemExit as err:   # the process is told to exit (a sweep's Ray worker when
+        # its driver stops): an interruption, not a failure, so the run resumes
+        recorder.finish("interrupted", error=f"SystemExit: {err}")
+        raise
     except BaseException as err:
         recorder.finish("failed", error=f"{type(err).__name__}: {err}")
         raise
@@ -195,6 +199,9 @@ def attack_run(path: str | Path, overrides: list[str] | None = None,
         records.records(ctx)
     except KeyboardInterrupt:
         recorder.finish("interrupted")
+        raise
+    except SystemExit as err:   # see run_scenario
+        recorder.finish("interrupted", error=f"SystemExit: {err}")
         raise
     recorder.finish()
     return path

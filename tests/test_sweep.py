@@ -275,20 +275,24 @@ def test_points_that_would_train_the_same_evaluator_share_it(tmp_path):
     assert not evaluator_path(tmp_path / points[3].label).exists()
 
 
-def test_a_point_stopped_on_the_way_continues_from_its_checkpoint(tmp_path):
+@pytest.mark.parametrize("stop", ["signal", "exit"])
+def test_a_point_stopped_on_the_way_continues_from_its_checkpoint(tmp_path, stop):
     """Interrupted in its second round, the point resumes there (not from scratch, not
-    moved to history/) and ends with the records of an uninterrupted sweep."""
+    moved to history/) and ends with the records of an uninterrupted sweep. ``exit``:
+    the point's process is told to exit (SystemExit: a sweep's Ray worker when its
+    driver stops), which is an interruption too, not a failure."""
     from simulator.interrupt import RunInterrupted
     raw = _tiny(axes={"seed": [1]})
     raw["training"]["rounds"] = 3
     seen = []
+    error = RunInterrupted("test stop") if stop == "signal" else SystemExit(1)
 
     def stop_in_round_two(phase, done, total, note=""):
         seen.append((phase, done, note))
         if (phase, done) == ("p000 train", 2):
-            raise RunInterrupted("test stop")
+            raise error
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(type(error)):
         run_sweep(raw, tmp_path / "out", parallel=1, progress=stop_in_round_two)
     manifest = json.loads((tmp_path / "out" / "p000" / "manifest.json").read_text())
     assert manifest["status"] == "interrupted"
