@@ -205,6 +205,25 @@ def test_tier_leakage_vs_budget_one_line_per_group_through_its_tiers(tiers):
         tier_leakage_vs_budget(tiers, group="strength")
 
 
+def test_tier_leakage_vs_budget_keeps_a_long_legend_and_its_plot_in_the_figure(tiers):
+    """A 41-point sweep's legend (one entry per point) fits beside a plot that keeps
+    its size: a fixed-size figure squeezed the axes to nothing (matplotlib warned that
+    the layout collapsed) and cut the legend off."""
+    import warnings
+
+    from analysis.figures._style import figure_png
+    sweep = pd.concat([tiers.assign(strength=s) for s in range(41)], ignore_index=True)
+    fig = tier_leakage_vs_budget(sweep, group="strength", leakage="ssim_rmle")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # "constrained_layout not applied" included
+        figure_png(fig)
+    renderer = fig.canvas.get_renderer()
+    box = fig.axes[0].get_legend().get_window_extent(renderer)
+    assert box.y0 >= 0 and box.y1 <= fig.bbox.height and box.x1 <= fig.bbox.width
+    plot = fig.axes[0].get_window_extent(renderer)
+    assert plot.width > 0.4 * fig.bbox.width and plot.height > 0.5 * fig.bbox.height
+
+
 def test_plugin_specs_become_readable_legend_labels(tiers):
     from analysis.figures import value_label
     spec = '{"name": "siftfunnel", "beta": 0.4, "gamma": 0.1}'

@@ -209,8 +209,13 @@ def tier_leakage_vs_budget(tiers: pd.DataFrame, group: str, leakage: str | None 
     data = _finite_rows(tiers, y_col, x_col, ("leakage", "budget"), ("tier", group))
     stem = y_col.removesuffix("_mean")
     bounds = (f"{stem}_lo", f"{stem}_hi")
-    fig, ax = new_axes(ax, figsize=(9.0, 4.6))
     colours = tier_colours(list(dict.fromkeys(data["tier"].astype(str))))
+    # the legend beside the plot: a column per _LEGEND_ROWS entries, the figure as tall
+    # as its rows (a fixed size squeezed a 41-point sweep's plot to nothing)
+    entries = data[group].astype(str).nunique() + len(colours)
+    columns = -(-entries // _LEGEND_ROWS)
+    rows = -(-entries // columns)
+    fig, ax = new_axes(ax, figsize=(9.0 + 2.6 * (columns - 1), max(4.6, 1.2 + 0.16 * rows)))
     styles = ("-", "--", ":", "-.")
     from matplotlib import colormaps
     shades = colormaps["Dark2"]  # lines: one hue per group, apart from tier colours
@@ -232,9 +237,13 @@ def tier_leakage_vs_budget(tiers: pd.DataFrame, group: str, leakage: str | None 
     ax.set_xlabel(axis_label(x_col))
     ax.set_ylabel(axis_label(y_col))
     ax.set_title(f"{stem}: tier means (95% CI), a line per {group}", fontsize="medium")
-    ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              ncols=columns)
     ax.grid(alpha=0.3)
     return fig
+
+
+_LEGEND_ROWS = 24   # legend entries a column holds before the legend takes another
 
 
 def _finite_rows(frame: pd.DataFrame, y_col: str, x_col: str, names: tuple[str, str],
