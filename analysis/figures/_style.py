@@ -142,6 +142,18 @@ def maybe_log_x(ax: Axes, values: np.ndarray | pd.Series) -> bool:
     return False
 
 
+LEGEND_ROWS = 24   # legend entries a column holds before the legend takes another
+
+
+def legend_beside(entries: int, size: tuple[float, float]) -> tuple[tuple[float, float], int]:
+    """``(figsize, columns)`` for a plot of ``size`` with a legend of ``entries`` beside
+    it: a column per :data:`LEGEND_ROWS` entries and the figure as tall as its rows (a
+    fixed size squeezed a 41-point sweep's plot to nothing and cut the legend off)."""
+    columns = -(-entries // LEGEND_ROWS)
+    rows = -(-entries // columns)
+    return (size[0] + 2.6 * (columns - 1), max(size[1], 1.2 + 0.16 * rows)), columns
+
+
 def figure_png(fig: Figure, dpi: int = 110) -> bytes:
     """The figure as PNG bytes (Agg), for embedding."""
     buf = io.BytesIO()

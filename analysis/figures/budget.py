@@ -9,8 +9,8 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from analysis.figures._style import (axis_label, maybe_log_x, new_axes, resolve_column,
-                                     tier_colours, value_label)
+from analysis.figures._style import (axis_label, legend_beside, maybe_log_x, new_axes,
+                                     resolve_column, tier_colours, value_label)
 
 __all__ = ["binned_trend", "default_leakage", "information_vs_budget", "ladder_order",
            "leakage_vs_budget", "tier_leakage_vs_budget"]
@@ -210,12 +210,9 @@ def tier_leakage_vs_budget(tiers: pd.DataFrame, group: str, leakage: str | None 
     stem = y_col.removesuffix("_mean")
     bounds = (f"{stem}_lo", f"{stem}_hi")
     colours = tier_colours(list(dict.fromkeys(data["tier"].astype(str))))
-    # the legend beside the plot: a column per _LEGEND_ROWS entries, the figure as tall
-    # as its rows (a fixed size squeezed a 41-point sweep's plot to nothing)
-    entries = data[group].astype(str).nunique() + len(colours)
-    columns = -(-entries // _LEGEND_ROWS)
-    rows = -(-entries // columns)
-    fig, ax = new_axes(ax, figsize=(9.0 + 2.6 * (columns - 1), max(4.6, 1.2 + 0.16 * rows)))
+    size, columns = legend_beside(data[group].astype(str).nunique() + len(colours),
+                                  (9.0, 4.6))
+    fig, ax = new_axes(ax, figsize=size)
     styles = ("-", "--", ":", "-.")
     from matplotlib import colormaps
     shades = colormaps["Dark2"]  # lines: one hue per group, apart from tier colours
@@ -242,8 +239,6 @@ def tier_leakage_vs_budget(tiers: pd.DataFrame, group: str, leakage: str | None 
     ax.grid(alpha=0.3)
     return fig
 
-
-_LEGEND_ROWS = 24   # legend entries a column holds before the legend takes another
 
 
 def _finite_rows(frame: pd.DataFrame, y_col: str, x_col: str, names: tuple[str, str],

@@ -7,8 +7,9 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from analysis.figures._style import (axis_label, describe, maybe_log_x, new_axes,
-                                     resolve_column, tier_colours, value_label)
+from analysis.figures._style import (LEGEND_ROWS, axis_label, describe, legend_beside,
+                                     maybe_log_x, new_axes, resolve_column, tier_colours,
+                                     value_label)
 from analysis.figures.budget import default_leakage
 
 __all__ = ["pareto_front", "privacy_utility_frontier"]
@@ -56,17 +57,21 @@ def privacy_utility_frontier(frame: pd.DataFrame, leakage: str | None = None,
         Column that colours the points (``defense``, ``run``, a sweep axis).
     """
     data, x_col, y_col = _rows(frame, leakage, utility, group)
-    fig, ax = new_axes(ax)
     keys = data[group].astype(str) if group else pd.Series("all", index=data.index)
     colours = tier_colours(list(dict.fromkeys(keys)))
+    size, columns = legend_beside(len(colours) + 1, (9.0, 4.6))   # + the front's entry
+    fig, ax = new_axes(ax, figsize=size)
+    front = _draw_front(ax, data[x_col].to_numpy(float), data[y_col].to_numpy(float))
+    # every point named while the labels stay readable; past that, the front's only
+    named = front if len(data) > LEGEND_ROWS else np.ones(len(data), dtype=bool)
     for key, colour in colours.items():
-        g = data[keys == key]
+        mine = (keys == key).to_numpy()
+        g = data[mine]
         ax.scatter(g[x_col], g[y_col], s=55, color=colour, edgecolor="black",
                    label=value_label(key), zorder=3)
-        for (_, row) in g.iterrows():
+        for (_, row) in g[named[mine]].iterrows():
             ax.annotate(_point_label(row, group), (row[x_col], row[y_col]),
                         textcoords="offset points", xytext=(5, 4), fontsize="x-small")
-    _draw_front(ax, data[x_col].to_numpy(float), data[y_col].to_numpy(float))
     ax.set_xlabel(axis_label(x_col))
     ax.set_ylabel(axis_label(y_col))
     leaks = describe(x_col)[2] is not None
@@ -74,7 +79,8 @@ def privacy_utility_frontier(frame: pd.DataFrame, leakage: str | None = None,
         maybe_log_x(ax, data[x_col])
     kind = "Privacy" if leaks else "Cost"
     ax.set_title(f"{kind}-utility frontier: {x_col} (better: up, left)")
-    ax.legend(title=group, fontsize="small")
+    ax.legend(title=group, fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              ncols=columns)
     ax.grid(alpha=0.3)
     return fig
 
@@ -97,8 +103,9 @@ def _rows(frame: pd.DataFrame, leakage: str | None, utility: str,
     return data, x_col, y_col
 
 
-def _draw_front(ax: Axes, x: np.ndarray, y: np.ndarray) -> None:
-    """The non-dominated points joined as a staircase (``steps-post``)."""
+def _draw_front(ax: Axes, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The non-dominated points joined as a staircase (``steps-post``); returns the
+    front's mask."""
     front = pareto_front(x, y)
     fx, fy = x[front], y[front]
     order = np.lexsort((fy, fx))
@@ -106,6 +113,7 @@ def _draw_front(ax: Axes, x: np.ndarray, y: np.ndarray) -> None:
     ax.step(fx[order], fy[order], where="post", color="black", lw=1.4, ls="--",
             marker="o", ms=13, mfc="none", label="Pareto front", gid=FRONT_GID,
             zorder=2)
+    return front
 
 
 def _point_label(row: pd.Series, group: str | None) -> str:
