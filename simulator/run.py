@@ -93,18 +93,21 @@ def run_scenario(scenario: Scenario, out: str | Path | None = None,
                      "the killed run")
     try:
         _run(scenario, recorder, progress, transport_factory, debug)
-    except KeyboardInterrupt:   # RunInterrupted, or what Ray's waits turn it into
-        recorder.finish("interrupted")
-        raise
-    except SystemExit as err:   # the process is told to exit (a sweep's Ray worker when
-        # its driver stops): an interruption, not a failure, so the run resumes
-        recorder.finish("interrupted", error=f"SystemExit: {err}")
+    except (KeyboardInterrupt, SystemExit) as err:
+        # RunInterrupted, what Ray's waits turn it into, or the process told to exit (a
+        # sweep's Ray worker when its driver stops): an interruption, so the run resumes
+        recorder.finish("interrupted", error=_exit_reason(err))
         raise
     except BaseException as err:
         recorder.finish("failed", error=f"{type(err).__name__}: {err}")
         raise
     recorder.finish()
     return path
+
+
+def _exit_reason(err: BaseException) -> str | None:
+    """What an interrupted manifest notes: a SystemExit's code (a signal says nothing)."""
+    return f"SystemExit: {err}" if isinstance(err, SystemExit) else None
 
 
 def resume_run(path: str | Path, progress: Progress | None = None,
@@ -197,11 +200,8 @@ def attack_run(path: str | Path, overrides: list[str] | None = None,
     try:
         attack.attack(ctx, executor=executor)
         records.records(ctx)
-    except KeyboardInterrupt:
-        recorder.finish("interrupted")
-        raise
-    except SystemExit as err:   # see run_scenario
-        recorder.finish("interrupted", error=f"SystemExit: {err}")
+    except (KeyboardInterrupt, SystemExit) as err:   # see run_scenario
+        recorder.finish("interrupted", error=_exit_reason(err))
         raise
     recorder.finish()
     return path

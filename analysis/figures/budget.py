@@ -240,7 +240,6 @@ def tier_leakage_vs_budget(tiers: pd.DataFrame, group: str, leakage: str | None 
     return fig
 
 
-
 def _finite_rows(frame: pd.DataFrame, y_col: str, x_col: str, names: tuple[str, str],
                  required: tuple[str, ...] = ("tier",)) -> pd.DataFrame:
     """Rows where both columns are finite; ValueError naming what is missing."""

@@ -7,14 +7,14 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from analysis.figures._style import (LEGEND_ROWS, axis_label, describe, legend_beside,
-                                     maybe_log_x, new_axes, resolve_column, tier_colours,
-                                     value_label)
+from analysis.figures._style import (axis_label, describe, legend_beside, maybe_log_x,
+                                     new_axes, resolve_column, tier_colours, value_label)
 from analysis.figures.budget import default_leakage
 
 __all__ = ["pareto_front", "privacy_utility_frontier"]
 
 FRONT_GID = "pareto_front"
+NAMED_POINTS = 24   # points named while their labels stay readable; past that, the front's
 
 
 def pareto_front(leakage: np.ndarray | pd.Series, utility: np.ndarray | pd.Series
@@ -62,8 +62,7 @@ def privacy_utility_frontier(frame: pd.DataFrame, leakage: str | None = None,
     size, columns = legend_beside(len(colours) + 1, (9.0, 4.6))   # + the front's entry
     fig, ax = new_axes(ax, figsize=size)
     front = _draw_front(ax, data[x_col].to_numpy(float), data[y_col].to_numpy(float))
-    # every point named while the labels stay readable; past that, the front's only
-    named = front if len(data) > LEGEND_ROWS else np.ones(len(data), dtype=bool)
+    named = front if len(data) > NAMED_POINTS else np.ones(len(data), dtype=bool)
     for key, colour in colours.items():
         mine = (keys == key).to_numpy()
         g = data[mine]
