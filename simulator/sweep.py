@@ -127,10 +127,13 @@ def run_sweep(path_or_raw: str | Path | dict[str, Any],
         raise ValueError(f"parallel must be an integer >= 1, got {parallel!r}")
     folder = Path(out_dir) if out_dir else \
         Path(points[0].scenario.output_dir) / f"{raw.get('name', 'sweep')}-sweep"
-    claim(folder, raw, points, source, resume)
+    added = claim(folder, raw, points, source, resume)
     todo = _unfinished(folder, points, resumable=runner is None)
     write_table(folder)
     say = progress or (lambda *a: None)
+    if added:
+        say("sweep", len(points) - len(todo), len(points),
+            f"{added} new points appended to the sweep in {folder}")
     say("sweep", len(points) - len(todo), len(points), f"{len(todo)} points to run")
     finished = len(points) - len(todo)
 

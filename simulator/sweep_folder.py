@@ -55,8 +55,13 @@ def sweep_table(folder: str | Path) -> pd.DataFrame:
 
 
 def claim(folder: Path, raw: dict[str, Any], points: list[SweepPoint], source: str,
-          resume: bool) -> None:
-    """Write ``sweep.json``, or check that the one there describes the same points."""
+          resume: bool) -> int:
+    """Write ``sweep.json``, or check that the one there describes the same points.
+
+    A sweep may grow: when the recorded points are the first of ``points`` (values
+    appended at the end of the last axis, say a stronger defense setting) the record is
+    rewritten and the finished points keep their labels and results. Returns the number
+    of points added to an existing sweep."""
     record = json.loads(json.dumps({
         "name": raw.get("name"), "source": source,
         "mode": raw["sweep"].get("mode", "grid"), "axes": raw["sweep"]["axes"],
@@ -68,18 +73,25 @@ def claim(folder: Path, raw: dict[str, Any], points: list[SweepPoint], source: s
         raise ScenarioError(where, ["already holds a sweep; rerun without --no-resume "
                                     "to continue it, or give a new --out directory"])
     if path.is_file():
-        diff = points_difference(json.loads(path.read_text()).get("points"),
+        recorded = json.loads(path.read_text()).get("points")
+        grown = isinstance(recorded, list) and 0 < len(recorded) < len(points)
+        diff = points_difference(recorded,
+                                 record["points"][:len(recorded)] if grown else
                                  record["points"])
         if diff:
             raise ScenarioError(where, [f"holds a different sweep ({diff}); give a new "
                                         "--out directory, or delete this one to start "
-                                        "over"])
-        return
+                                        "over (a sweep can only grow: append new "
+                                        "values at the end of its last axis)"])
+        if grown:
+            _write_json(path, record)
+        return len(points) - len(recorded) if grown else 0
     if folder.exists() and any(folder.iterdir()):
         raise ScenarioError(where, ["not empty and holds no sweep.json, so it is not a "
                                     "sweep directory; give a new --out directory"])
     folder.mkdir(parents=True, exist_ok=True)
     _write_json(path, record)
+    return 0
 
 
 # Where the data and the runs live changes no result: a sweep (or its export) continues

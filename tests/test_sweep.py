@@ -188,6 +188,26 @@ def test_an_interruption_keeps_the_finished_points(tmp_path):
     assert resumed.calls == ["smoke-p002", "smoke-p003"]
 
 
+def test_a_sweep_grows_by_appended_values(tmp_path):
+    out, said = tmp_path / "out", []
+    run_sweep(_tiny(axes={"seed": [1, 2]}), out, runner=FakeRunner())
+    grown = FakeRunner()
+    run_sweep(_tiny(axes={"seed": [1, 2, 3, 4]}), out, runner=grown,
+              progress=lambda *a: said.append(a))
+    assert grown.calls == ["smoke-p002", "smoke-p003"]  # the finished two are kept
+    assert ("sweep", 2, 4, f"2 new points appended to the sweep in {out}") in said
+    assert not (out / "history").exists()
+    table = pd.read_parquet(out / "sweep.parquet")
+    assert table.groupby("point")["seed"].first().tolist() == [1, 2, 3, 4]
+    assert set(table["status"]) == {"complete"}
+    # the record now holds four points: a later run with the first two is refused
+    with pytest.raises(ScenarioError, match="4 before, 2 now.*only grow"):
+        run_sweep(_tiny(axes={"seed": [1, 2]}), out, runner=FakeRunner())
+    # a value inserted before the end changes a finished point: refused
+    with pytest.raises(ScenarioError, match=r"points\[1\]\.values\.seed: 2 before, 9"):
+        run_sweep(_tiny(axes={"seed": [1, 9, 2, 3, 4]}), out, runner=FakeRunner())
+
+
 def test_an_existing_folder_is_never_overwritten(tmp_path):
     out = tmp_path / "out"
     run_sweep(_tiny(axes={"seed": [1, 2]}), out, runner=FakeRunner())
@@ -195,8 +215,8 @@ def test_an_existing_folder_is_never_overwritten(tmp_path):
                r".*new --out")
     with pytest.raises(ScenarioError, match=changed):
         run_sweep(_tiny(axes={"seed": [1, 9]}), out, runner=FakeRunner())
-    with pytest.raises(ScenarioError, match="different sweep.*2 before, 3 now"):
-        run_sweep(_tiny(axes={"seed": [1, 2, 3]}), out, runner=FakeRunner())
+    with pytest.raises(ScenarioError, match="different sweep.*2 before, 1 now"):
+        run_sweep(_tiny(axes={"seed": [1]}), out, runner=FakeRunner())
     with pytest.raises(ScenarioError, match="--no-resume"):
         run_sweep(_tiny(axes={"seed": [1, 2]}), out, resume=False, runner=FakeRunner())
     with pytest.raises(ScenarioError, match="not a sweep directory"):
