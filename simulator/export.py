@@ -27,7 +27,8 @@ def export_records(source: str | Path, dest: str | Path) -> list[Path]:
     """Copy the records of a run directory, or of a sweep's finished points, to ``dest``.
 
     ``dest`` may be new, or an earlier export of the same run or sweep (it is brought up
-    to date: points finished since are added). Returns the run directories exported.
+    to date: points finished since are added, and points the sweep grew by). Returns
+    the run directories exported.
 
     Raises
     ------
@@ -78,7 +79,9 @@ def _check_dest(dest: Path, marker: Path) -> None:
 
 
 def _same(theirs: dict, mine: dict, kind: str) -> bool:
-    """The same sweep (its points, as a resumed sweep compares them) or run (name)."""
+    """The same sweep (its points, as a resumed sweep compares them: it may have grown
+    since) or run (name)."""
     if kind == "sweep.json":
-        return points_difference(theirs.get("points"), mine.get("points")) is None
+        return points_difference(theirs.get("points"), mine.get("points"),
+                                 grown=True) is None
     return theirs.get("name") == mine.get("name")

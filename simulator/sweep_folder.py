@@ -74,18 +74,15 @@ def claim(folder: Path, raw: dict[str, Any], points: list[SweepPoint], source: s
                                     "to continue it, or give a new --out directory"])
     if path.is_file():
         recorded = json.loads(path.read_text()).get("points")
-        grown = isinstance(recorded, list) and 0 < len(recorded) < len(points)
-        diff = points_difference(recorded,
-                                 record["points"][:len(recorded)] if grown else
-                                 record["points"])
+        diff = points_difference(recorded, record["points"], grown=True)
         if diff:
             raise ScenarioError(where, [f"holds a different sweep ({diff}); give a new "
                                         "--out directory, or delete this one to start "
                                         "over (a sweep can only grow: append new "
                                         "values at the end of its last axis)"])
-        if grown:
+        if len(recorded) < len(points):
             _write_json(path, record)
-        return len(points) - len(recorded) if grown else 0
+        return len(points) - len(recorded)
     if folder.exists() and any(folder.iterdir()):
         raise ScenarioError(where, ["not empty and holds no sweep.json, so it is not a "
                                     "sweep directory; give a new --out directory"])
@@ -99,9 +96,13 @@ def claim(folder: Path, raw: dict[str, Any], points: list[SweepPoint], source: s
 _PLACES = (("dataset", "root"), ("dataset", "download"), ("output_dir",))
 
 
-def points_difference(old: Any, new: Any) -> str | None:
+def points_difference(old: Any, new: Any, grown: bool = False) -> str | None:
     """Where two sweeps' recorded points differ in what runs, in words; None: the same
-    sweep (wherever its data and runs live)."""
+    sweep (wherever its data and runs live). With ``grown``, ``new`` may also be ``old``
+    with points appended (the sweep grew)."""
+    if grown and isinstance(old, list) and isinstance(new, list) \
+            and 0 < len(old) < len(new):
+        new = new[:len(old)]
     return _difference(_what_runs(old), _what_runs(new))
 
 

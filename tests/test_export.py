@@ -38,6 +38,16 @@ def test_a_sweep_exports_its_finished_points_and_continues_from_the_export(tmp_p
     # exporting again into it brings it up to date instead of refusing
     assert len(export_records(export, tmp_path / "export2")) == 3
     assert len(export_records(folder, tmp_path / "export2")) == 2
+    # the sweep grows by an appended value: its export takes the new point too
+    run_sweep(raw | {"sweep": {"axes": {"seed": [4, 5, 6, 7]}}}, folder, parallel=1,
+              runner=FakeRunner())
+    assert [r.name for r in export_records(folder, export)] == [
+        "p000", "p001", "p002", "p003"]
+    record = json.loads((export / "sweep.json").read_text())
+    assert [p["values"]["seed"] for p in record["points"]] == [4, 5, 6, 7]
+    # a shrunk or changed sweep is still another sweep
+    with pytest.raises(FileExistsError, match="something other"):
+        export_records(tmp_path / "export2", export)
 
 
 def test_a_run_exports_its_records_and_a_foreign_destination_is_refused(tmp_path, capsys):

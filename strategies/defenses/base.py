@@ -104,7 +104,8 @@ class Defense:
         return "auto"
 
     # -- training -----------------------------------------------------------------------
-    def edge_loss(self, x: torch.Tensor, z: torch.Tensor, edge: DefendedEdge) -> torch.Tensor | None:
+    def edge_loss(self, x: torch.Tensor, z: torch.Tensor,
+                  edge: DefendedEdge) -> torch.Tensor | None:
         """Device-side loss term on input ``x`` and transmitted feature ``z``.
 
         The engine multiplies it by ``training.edge_loss_warmup``'s weight of the round

@@ -47,7 +47,8 @@ class Disco(Defense):
 
     A small pruner network on the edge (the head) predicts soft channel masks from
     ``z``; the fraction ``ratio`` of lowest-scoring channels of each sample is removed
-    (in training too, see :class:`ChannelPruner`). As in :class:`~strategies.defenses.adversarial.AdversarialTraining`, a
+    (in training too, see :class:`ChannelPruner`). As in
+    :class:`~strategies.defenses.adversarial.AdversarialTraining`, a
     proxy decoder in ``training_only`` is trained one step per :meth:`edge_loss` call,
     which returns ``-lam * MSE(proxy(z), x)``; the cloud keeps cross-entropy, so the
     pruner learns to drop the channels that help reconstruction but not the task.

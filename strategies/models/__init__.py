@@ -9,6 +9,7 @@ from strategies.models.cloud import CloudModel, TierView, build_cloud
 from strategies.models.costs import EdgeCost, edge_cost
 from strategies.models.encoder import ENCODERS, Encoder
 
-__all__ = ["debias_batchnorm", "BACKBONES", "ENCODERS", "Backbone", "Encoder", "CloudModel", "TierView",
+__all__ = ["debias_batchnorm", "BACKBONES", "ENCODERS", "Backbone", "Encoder", "CloudModel",
+           "TierView",
            "EdgeCost", "edge_cost", "build_edge", "build_cloud", "feature_shape",
            "SE", "TripletAttention", "CBAM", "Up", "Normalize"]
