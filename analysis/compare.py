@@ -182,6 +182,12 @@ def _matched_section(doc: Document, table: pd.DataFrame) -> None:
         "('replicates in CI').")
     doc.table(_matched_view(frame), "Worst-case leakage at matched accuracy "
               "(accuracy cost k in points)")
+    try:
+        doc.figure(F.matched_accuracy_ranges(table),
+                   "Each defense's strengths: worst-case SSIM against accuracy cost, "
+                   "per tier (the table reads every line at the dotted costs)")
+    except ValueError as err:   # e.g. other axes besides the defense's
+        doc.note(f"Defense ranges figure skipped: {err}")
     if SIFTFUNNEL in set(frame["defense"]):
         versus = versus_best_baseline(table, SIFTFUNNEL)
         doc.paragraph(f"{SIFTFUNNEL} against the best baseline (the other defense "

@@ -32,7 +32,8 @@ from analysis.rundir import load_sweep, sweep_axes
 from analysis.tables import collapsed_tiers
 
 __all__ = ["CANNOT_REACH", "MATCHED", "METRICS", "NO_POINT", "REFERENCE", "TOO_WEAK",
-           "can_match", "defense_axes", "matched_accuracy", "setting_label"]
+           "can_match", "defense_axes", "defense_ranges", "matched_accuracy",
+           "setting_label"]
 
 METRICS = ("ssim", "attack_acc", "nn_ident")  # worst case over attacks; higher leaks
 REFERENCE = "none"
@@ -119,6 +120,55 @@ def _matched(sweep: str | Path | pd.DataFrame, drops: Sequence[float], axis: str
     out.attrs.update(axis=axis, metrics=metrics,
                      interval_notes=list(dict.fromkeys(out["interval"])))
     return out, draws
+
+
+def defense_ranges(sweep: str | Path | pd.DataFrame, *, axis: str | None = None
+                   ) -> pd.DataFrame:
+    """Each defense's points per tier, as :func:`matched_accuracy` reads them.
+
+    One row per (other axes, tier, point): ``defense`` (the range it belongs to),
+    ``setting``, ``usable`` (complete, not collapsed), ``accuracy``, the tier's
+    ``reference_accuracy`` (its ``none`` point) and ``cost_points`` (reference
+    minus accuracy, in accuracy points), and the worst-case leakage means
+    (``<metric>_worst_case``). The undefended points are included (defense
+    ``none``, cost 0). The drawing of :func:`analysis.figures.defense_ranges` and the
+    interpolation of :func:`matched_accuracy` read the same points.
+
+    Raises
+    ------
+    ValueError
+        As :func:`matched_accuracy`: no defense axis, no worst-case leakage, or a
+        tier without a usable ``none``.
+    """
+    table, _ = _table(sweep)
+    axis = axis or _one_axis(table)
+    metrics = [m for m in METRICS if _column(m) in table.columns]
+    if not metrics:
+        raise ValueError("the sweep table has no worst-case leakage column: run the "
+                         "sweep with `adversary.enabled: true`")
+    rows = _points(table, axis)
+    others = [a for a in sweep_axes(table)
+              if a != axis and a in rows and rows[a].nunique(dropna=False) > 1]
+    groups = rows.groupby(others, sort=False, dropna=False) if others else [((), rows)]
+    frames = []
+    for key, group in groups:
+        keys = dict(zip(others, key if isinstance(key, tuple) else (key,)))
+        for tier in dict.fromkeys(group["tier"]):
+            part = group[group["tier"] == tier]
+            ref = float(_reference(part, str(tier), axis)["accuracy_mean"])
+            frames.append(pd.DataFrame({
+                **{a: part[a].to_numpy() for a in keys},
+                "tier": part["tier"].to_numpy(), "defense": part["_defense"].to_numpy(),
+                "setting": part["_setting"].to_numpy(),
+                "usable": part["_usable"].to_numpy(bool),
+                "accuracy": part["accuracy_mean"].to_numpy(float),
+                "reference_accuracy": ref,
+                "cost_points": 100.0 * (ref - part["accuracy_mean"].to_numpy(float)),
+                **{f"{m}_worst_case": part[_column(m)].to_numpy(float)
+                   for m in metrics}}))
+    out = pd.concat(frames, ignore_index=True)
+    out.attrs.update(axis=axis, metrics=metrics)
+    return out
 
 
 def can_match(table: pd.DataFrame) -> bool:

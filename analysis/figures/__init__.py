@@ -11,6 +11,7 @@ from analysis.figures.budget import (binned_trend, default_leakage,
                                      tier_leakage_vs_budget)
 from analysis.figures.frontier import pareto_front, privacy_utility_frontier
 from analysis.figures.images import reconstruction_grid
+from analysis.figures.matched import matched_accuracy_ranges
 from analysis.figures.participation import participation_bars
 from analysis.figures.search import leakage_vs_attack_budget
 from analysis.figures.tiers import tier_bars, training_curves
@@ -23,6 +24,7 @@ __all__ = [
     "information_vs_budget",
     "leakage_vs_attack_budget",
     "leakage_vs_budget",
+    "matched_accuracy_ranges",
     "pareto_front",
     "participation_bars",
     "privacy_utility_frontier",
