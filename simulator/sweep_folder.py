@@ -59,9 +59,10 @@ def claim(folder: Path, raw: dict[str, Any], points: list[SweepPoint], source: s
     """Write ``sweep.json``, or check that the one there describes the same points.
 
     A sweep may grow: when the recorded points are the first of ``points`` (values
-    appended at the end of the last axis, say a stronger defense setting) the record is
-    rewritten and the finished points keep their labels and results. Returns the number
-    of points added to an existing sweep."""
+    appended to a grid's first axis, the one that varies slowest, or to every axis of
+    a zip; say a stronger defense setting) the record is rewritten and the finished
+    points keep their labels and results. Returns the number of points added to an
+    existing sweep."""
     record = json.loads(json.dumps({
         "name": raw.get("name"), "source": source,
         "mode": raw["sweep"].get("mode", "grid"), "axes": raw["sweep"]["axes"],
@@ -78,8 +79,9 @@ def claim(folder: Path, raw: dict[str, Any], points: list[SweepPoint], source: s
         if diff:
             raise ScenarioError(where, [f"holds a different sweep ({diff}); give a new "
                                         "--out directory, or delete this one to start "
-                                        "over (a sweep can only grow: append new "
-                                        "values at the end of its last axis)"])
+                                        "over (a sweep grows only at its end: "
+                                        "append values to a grid's first axis, or "
+                                        "to every axis of a zip)"])
         if len(recorded) < len(points):
             _write_json(path, record)
         return len(points) - len(recorded)

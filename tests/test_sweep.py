@@ -201,11 +201,24 @@ def test_a_sweep_grows_by_appended_values(tmp_path):
     assert table.groupby("point")["seed"].first().tolist() == [1, 2, 3, 4]
     assert set(table["status"]) == {"complete"}
     # the record now holds four points: a later run with the first two is refused
-    with pytest.raises(ScenarioError, match="4 before, 2 now.*only grow"):
+    with pytest.raises(ScenarioError, match="4 before, 2 now.*grows only at its end"):
         run_sweep(_tiny(axes={"seed": [1, 2]}), out, runner=FakeRunner())
     # a value inserted before the end changes a finished point: refused
     with pytest.raises(ScenarioError, match=r"points\[1\]\.values\.seed: 2 before, 9"):
         run_sweep(_tiny(axes={"seed": [1, 9, 2, 3, 4]}), out, runner=FakeRunner())
+
+
+def test_a_grid_grows_by_its_first_axis_only(tmp_path):
+    out = tmp_path / "out"
+    axes = {"seed": [1, 2], "training.rounds": [1, 2]}
+    run_sweep(_tiny(axes=axes), out, runner=FakeRunner())
+    grown = FakeRunner()
+    run_sweep(_tiny(axes={**axes, "seed": [1, 2, 3]}), out, runner=grown)
+    assert grown.calls == ["smoke-p004", "smoke-p005"]   # seed 3 x rounds 1, 2
+    # a value of the last axis lands between finished points: another sweep
+    with pytest.raises(ScenarioError, match=r"points\[2\].*first axis"):
+        run_sweep(_tiny(axes={"seed": [1, 2, 3], "training.rounds": [1, 2, 3]}), out,
+                  runner=FakeRunner())
 
 
 def test_an_existing_folder_is_never_overwritten(tmp_path):
