@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -100,17 +100,12 @@ def _matched(sweep: str | Path | pd.DataFrame, drops: Sequence[float], axis: str
                          f"{', '.join(map(_column, METRICS))}): run the sweep with "
                          "`adversary.enabled: true`")
     rows = _points(table, axis)
-    others = [a for a in sweep_axes(table)
-              if a != axis and a in rows and rows[a].nunique(dropna=False) > 1]
-    groups = rows.groupby(others, sort=False, dropna=False) if others else [((), rows)]
+    others = _other_axes(table, rows, axis)
     frames, draws = [], []
-    for key, group in groups:
-        keys = dict(zip(others, key if isinstance(key, tuple) else (key,)))
-        for tier in dict.fromkeys(group["tier"]):
-            part, values = _tier(group[group["tier"] == tier], str(tier), axis, drops,
-                                 metrics, (replicates, seed, root))
-            frames.append(part.assign(**keys) if keys else part)
-            draws += values
+    for keys, tier, part in _tier_parts(rows, others):
+        frame, values = _tier(part, tier, axis, drops, metrics, (replicates, seed, root))
+        frames.append(frame.assign(**keys) if keys else frame)
+        draws += values
     frames = [f for f in frames if len(f)]
     if not frames:
         raise ValueError(f"axis {axis!r} holds no defense but {REFERENCE!r} on any "
@@ -147,28 +142,37 @@ def defense_ranges(sweep: str | Path | pd.DataFrame, *, axis: str | None = None
         raise ValueError("the sweep table has no worst-case leakage column: run the "
                          "sweep with `adversary.enabled: true`")
     rows = _points(table, axis)
-    others = [a for a in sweep_axes(table)
-              if a != axis and a in rows and rows[a].nunique(dropna=False) > 1]
-    groups = rows.groupby(others, sort=False, dropna=False) if others else [((), rows)]
     frames = []
-    for key, group in groups:
-        keys = dict(zip(others, key if isinstance(key, tuple) else (key,)))
-        for tier in dict.fromkeys(group["tier"]):
-            part = group[group["tier"] == tier]
-            ref = float(_reference(part, str(tier), axis)["accuracy_mean"])
-            frames.append(pd.DataFrame({
-                **{a: part[a].to_numpy() for a in keys},
-                "tier": part["tier"].to_numpy(), "defense": part["_defense"].to_numpy(),
-                "setting": part["_setting"].to_numpy(),
-                "usable": part["_usable"].to_numpy(bool),
-                "accuracy": part["accuracy_mean"].to_numpy(float),
-                "reference_accuracy": ref,
-                "cost_points": 100.0 * (ref - part["accuracy_mean"].to_numpy(float)),
-                **{f"{m}_worst_case": part[_column(m)].to_numpy(float)
-                   for m in metrics}}))
+    for keys, tier, part in _tier_parts(rows, _other_axes(table, rows, axis)):
+        ref = float(_reference(part, tier, axis)["accuracy_mean"])
+        frames.append(pd.DataFrame({
+            **{a: part[a].to_numpy() for a in keys},
+            "tier": part["tier"].to_numpy(), "defense": part["_defense"].to_numpy(),
+            "setting": part["_setting"].to_numpy(),
+            "usable": part["_usable"].to_numpy(bool),
+            "accuracy": part["accuracy_mean"].to_numpy(float),
+            "reference_accuracy": ref,
+            "cost_points": 100.0 * (ref - part["accuracy_mean"].to_numpy(float)),
+            **{f"{m}_worst_case": part[_column(m)].to_numpy(float) for m in metrics}}))
     out = pd.concat(frames, ignore_index=True)
     out.attrs.update(axis=axis, metrics=metrics)
     return out
+
+
+def _other_axes(table: pd.DataFrame, rows: pd.DataFrame, axis: str) -> list[str]:
+    """Sweep axes besides ``axis`` that vary: each of their values is read apart."""
+    return [a for a in sweep_axes(table)
+            if a != axis and a in rows and rows[a].nunique(dropna=False) > 1]
+
+
+def _tier_parts(rows: pd.DataFrame, others: list[str]
+                ) -> Iterator[tuple[dict[str, Any], str, pd.DataFrame]]:
+    """``(other axes' values, tier, its rows)`` in the sweep's order."""
+    groups = rows.groupby(others, sort=False, dropna=False) if others else [((), rows)]
+    for key, group in groups:
+        keys = dict(zip(others, key if isinstance(key, tuple) else (key,)))
+        for tier in dict.fromkeys(group["tier"]):
+            yield keys, str(tier), group[group["tier"] == tier]
 
 
 def can_match(table: pd.DataFrame) -> bool:

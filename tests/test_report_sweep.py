@@ -46,9 +46,10 @@ def test_reports_on_a_tiny_real_sweep(smoke_raw, tmp_path):
     assert "did not complete" not in html and "skipped" not in html
     for words in ("Leakage vs edge budget (macs) per tier", "Privacy-utility frontier",
                   "gaussian_noise", "small", "large", "Privacy at matched accuracy",
-                  "paired bootstrap over"):
+                  "paired bootstrap over", "strengths: worst-case SSIM against accuracy cost"):
         assert words in html, words
-    assert len(img_sources(html)) == 4 and md_path.is_file()
+    # budget (MACs, bytes), defense ranges, privacy- and cost-utility frontiers
+    assert len(img_sources(html)) == 5 and md_path.is_file()
     point_html, _ = write_report(folder / "p001")
     text = point_html.read_text()
     assert "Worst-case device per tier" in text and "gaussian_noise" in text
