@@ -94,11 +94,7 @@ def _matched(sweep: str | Path | pd.DataFrame, drops: Sequence[float], axis: str
         raise ValueError(f"replicates must be >= 1, got {replicates}")
     table, root = _table(sweep)
     axis = axis or _one_axis(table)
-    metrics = [m for m in METRICS if _column(m) in table.columns]
-    if not metrics:
-        raise ValueError("the sweep table has no worst-case leakage column ("
-                         f"{', '.join(map(_column, METRICS))}): run the sweep with "
-                         "`adversary.enabled: true`")
+    metrics = _metrics(table)
     rows = _points(table, axis)
     others = _other_axes(table, rows, axis)
     frames, draws = [], []
@@ -126,8 +122,8 @@ def defense_ranges(sweep: str | Path | pd.DataFrame, *, axis: str | None = None
     ``reference_accuracy`` (its ``none`` point) and ``cost_points`` (reference
     minus accuracy, in accuracy points), and the worst-case leakage means
     (``<metric>_worst_case``). The undefended points are included (defense
-    ``none``, cost 0). The drawing of :func:`analysis.figures.defense_ranges` and the
-    interpolation of :func:`matched_accuracy` read the same points.
+    ``none``, cost 0). The drawing of :func:`analysis.figures.matched_accuracy_ranges`
+    and the interpolation of :func:`matched_accuracy` read the same points.
 
     Raises
     ------
@@ -137,10 +133,7 @@ def defense_ranges(sweep: str | Path | pd.DataFrame, *, axis: str | None = None
     """
     table, _ = _table(sweep)
     axis = axis or _one_axis(table)
-    metrics = [m for m in METRICS if _column(m) in table.columns]
-    if not metrics:
-        raise ValueError("the sweep table has no worst-case leakage column: run the "
-                         "sweep with `adversary.enabled: true`")
+    metrics = _metrics(table)
     rows = _points(table, axis)
     frames = []
     for keys, tier, part in _tier_parts(rows, _other_axes(table, rows, axis)):
@@ -157,6 +150,16 @@ def defense_ranges(sweep: str | Path | pd.DataFrame, *, axis: str | None = None
     out = pd.concat(frames, ignore_index=True)
     out.attrs.update(axis=axis, metrics=metrics)
     return out
+
+
+def _metrics(table: pd.DataFrame) -> list[str]:
+    """The :data:`METRICS` whose worst case the sweep table holds (at least one)."""
+    metrics = [m for m in METRICS if _column(m) in table.columns]
+    if not metrics:
+        raise ValueError("the sweep table has no worst-case leakage column ("
+                         f"{', '.join(map(_column, METRICS))}): run the sweep with "
+                         "`adversary.enabled: true`")
+    return metrics
 
 
 def _other_axes(table: pd.DataFrame, rows: pd.DataFrame, axis: str) -> list[str]:

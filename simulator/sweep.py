@@ -125,17 +125,15 @@ def run_sweep(path_or_raw: str | Path | dict[str, Any],
     workers = _sweep_section(raw, source).parallel if parallel is None else parallel
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"parallel must be an integer >= 1, got {parallel!r}")
-    folder = Path(out_dir) if out_dir else \
-        Path(points[0].scenario.output_dir) / f"{raw.get('name', 'sweep')}-sweep"
+    folder = Path(out_dir) if out_dir else _default_folder(raw, points)
     added = claim(folder, raw, points, source, resume)
     todo = _unfinished(folder, points, resumable=runner is None)
     write_table(folder)
-    say = progress or (lambda *a: None)
+    say, finished = progress or (lambda *a: None), len(points) - len(todo)
     if added:
-        say("sweep", len(points) - len(todo), len(points),
+        say("sweep", finished, len(points),
             f"{added} new points appended to the sweep in {folder}")
-    say("sweep", len(points) - len(todo), len(points), f"{len(todo)} points to run")
-    finished = len(points) - len(todo)
+    say("sweep", finished, len(points), f"{len(todo)} points to run")
 
     def done(point: SweepPoint, status: str, error: str | None) -> None:
         nonlocal finished
@@ -154,6 +152,11 @@ def run_sweep(path_or_raw: str | Path | dict[str, Any],
             run = runner or functools.partial(run_point, progress=labelled(say, p.label))
             done(p, *attempt(run, p.scenario, folder / p.label))
     return folder
+
+
+def _default_folder(raw: dict[str, Any], points: list[SweepPoint]) -> Path:
+    """``<output_dir>/<name>-sweep``."""
+    return Path(points[0].scenario.output_dir) / f"{raw.get('name', 'sweep')}-sweep"
 
 
 def _unfinished(folder: Path, points: list[SweepPoint],
