@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from _defense_kit import ALL, RANDOM, TIER, build, edge_grads, gen, make_data, train
 from strategies.defenses import DEFENSES, DefendedEdge, Defense
-from strategies.defenses._common import PROXY_KEY
+from strategies.defenses._common import PROXY_KEY, Standardize, proxy_error
 from strategies.models import CloudModel
 
 
@@ -222,6 +222,26 @@ def test_proxy_decoder_learns_and_is_not_deployed(name: str) -> None:
     loss.backward()  # the edge's maximisation must never reach the proxy's weights
     assert all(p.grad is None for p in decoder.parameters())
     assert any(p.grad is not None for p in edge.deployed_parameters())
+
+
+@pytest.mark.parametrize("name", ["adversarial", "disco"])
+def test_standardized_proxy_cannot_be_fooled_by_rescaling(name: str) -> None:
+    # Shrinking the feature is how the edge beat the raw proxy on the MNIST frontier;
+    # the standardised proxy sees the same input whatever the scale, the raw one does not.
+    x, _ = make_data(16, 1)
+    errors = {}
+    for standardize in (False, True):
+        defense, edge, _ = build(name, {"decoder_standardize": standardize})
+        decoder = edge.training_only[PROXY_KEY]
+        assert isinstance(decoder[0], Standardize) is standardize
+        with torch.no_grad():
+            z = edge(x)
+            for _ in range(40):     # the proxy learns to decode this edge's features
+                defense.edge_loss(x, z, edge)
+            errors[standardize] = [float(proxy_error(decoder, c * z, x))
+                                   for c in (1.0, 1e-3)]
+    assert errors[True][1] == pytest.approx(errors[True][0], rel=1e-3)
+    assert errors[False][1] > 1.1 * errors[False][0]
 
 
 def test_disco_prunes_the_same_share_in_training_and_at_inference() -> None:
