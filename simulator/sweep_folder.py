@@ -63,19 +63,25 @@ def claim(folder: Path, raw: dict[str, Any], points: list[SweepPoint], source: s
     a zip; say a stronger defense setting) the record is rewritten and the finished
     points keep their labels and results. Returns the number of points added to an
     existing sweep."""
-    record = json.loads(json.dumps({
-        "name": raw.get("name"), "source": source,
-        "mode": raw["sweep"].get("mode", "grid"), "axes": raw["sweep"]["axes"],
-        "points": [{"index": p.index, "label": p.label, "values": p.values,
-                    "scenario": p.scenario.model_dump(mode="json")} for p in points]},
-        default=str))
+    def dump(exclude_defaults: bool) -> list[dict[str, Any]]:
+        return json.loads(json.dumps(
+            [{"index": p.index, "label": p.label, "values": p.values,
+              "scenario": p.scenario.model_dump(mode="json",
+                                                exclude_defaults=exclude_defaults)}
+             for p in points], default=str))
+
+    record = {"name": raw.get("name"), "source": source,
+              "mode": raw["sweep"].get("mode", "grid"),
+              "axes": json.loads(json.dumps(raw["sweep"]["axes"], default=str)),
+              "points": dump(False)}
     path, where = folder / "sweep.json", str(folder)
     if path.is_file() and not resume:
         raise ScenarioError(where, ["already holds a sweep; rerun without --no-resume "
                                     "to continue it, or give a new --out directory"])
     if path.is_file():
         recorded = json.loads(path.read_text()).get("points")
-        diff = points_difference(recorded, record["points"], grown=True)
+        diff = points_difference(recorded, record["points"], grown=True,
+                                 explicit=dump(True))
         if diff:
             raise ScenarioError(where, [f"holds a different sweep ({diff}); give a new "
                                         "--out directory, or delete this one to start "
@@ -83,6 +89,8 @@ def claim(folder: Path, raw: dict[str, Any], points: list[SweepPoint], source: s
                                         "append values to a grid's first axis, or "
                                         "to every axis of a zip)"])
         if len(recorded) < len(points):
+            # finished points keep their record: it says what ran
+            record["points"] = recorded + record["points"][len(recorded):]
             _write_json(path, record)
         return len(points) - len(recorded)
     if folder.exists() and any(folder.iterdir()):
@@ -98,14 +106,22 @@ def claim(folder: Path, raw: dict[str, Any], points: list[SweepPoint], source: s
 _PLACES = (("dataset", "root"), ("dataset", "download"), ("output_dir",))
 
 
-def points_difference(old: Any, new: Any, grown: bool = False) -> str | None:
+def points_difference(old: Any, new: Any, grown: bool = False,
+                      explicit: Any = None) -> str | None:
     """Where two sweeps' recorded points differ in what runs, in words; None: the same
     sweep (wherever its data and runs live). With ``grown``, ``new`` may also be ``old``
-    with points appended (the sweep grew)."""
+    with points appended (the sweep grew).
+
+    ``explicit``: ``new`` dumped without its defaults. Given it, a setting ``new`` has
+    and ``old`` lacks is no difference when it is at its default: a parameter the code
+    gained after those points ran, whose default keeps what they ran (a changed default
+    of an existing setting still differs)."""
     if grown and isinstance(old, list) and isinstance(new, list) \
             and 0 < len(old) < len(new):
         new = new[:len(old)]
-    return _difference(_what_runs(old), _what_runs(new))
+        explicit = explicit[:len(old)] if isinstance(explicit, list) else explicit
+    return _difference(_what_runs(old), _what_runs(new),
+                       explicit=_UNKNOWN if explicit is None else explicit)
 
 
 def _what_runs(points: Any) -> Any:
@@ -124,21 +140,48 @@ def _what_runs(points: Any) -> Any:
     return out
 
 
-def _difference(old: Any, new: Any, where: str = "points") -> str | None:
-    """The first place where two JSON values differ, in words; None when equal."""
-    if isinstance(old, dict) and isinstance(new, dict) and old.keys() == new.keys():
-        pairs = [(f"{where}.{k}", old[k], new[k]) for k in old]
+_AT_DEFAULT = object()  # explicit has nothing below here: every setting at its default
+_UNKNOWN = object()     # no explicit dump: every setting counts
+
+
+def _difference(old: Any, new: Any, where: str = "points",
+                explicit: Any = _UNKNOWN) -> str | None:
+    """The first place where two JSON values differ, in words; None when equal.
+
+    ``explicit`` walks beside ``new`` (see :func:`points_difference`)."""
+    if isinstance(old, dict) and isinstance(new, dict) and old.keys() <= new.keys() \
+            and not any(_explicit(explicit, k) is not _AT_DEFAULT
+                        for k in new.keys() - old.keys()):
+        pairs = [(f"{where}.{k}", old[k], new[k], _explicit(explicit, k)) for k in old]
     elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        pairs = [(f"{where}[{i}]", a, b) for i, (a, b) in enumerate(zip(old, new))]
+        pairs = [(f"{where}[{i}]", a, b, _explicit(explicit, i))
+                 for i, (a, b) in enumerate(zip(old, new))]
     elif old == new:
         return None
     elif isinstance(old, list) and isinstance(new, list):
         return f"{where}: {len(old)} before, {len(new)} now"
+    elif isinstance(old, dict) and isinstance(new, dict):
+        added, gone = sorted(new.keys() - old.keys()), sorted(old.keys() - new.keys())
+        return f"{where}: " + "; ".join(
+            [f"{', '.join(added)} set now, not before"] * bool(added)
+            + [f"{', '.join(gone)} set before, not now"] * bool(gone))
     else:
         short = [t if len(t) <= 60 else t[:57] + "..."
                  for t in (json.dumps(old, default=str), json.dumps(new, default=str))]
         return f"{where}: {short[0]} before, {short[1]} now"
-    return next((d for d in (_difference(a, b, w) for w, a, b in pairs) if d), None)
+    return next((d for d in (_difference(a, b, w, e) for w, a, b, e in pairs) if d),
+                None)
+
+
+def _explicit(explicit: Any, key: str | int) -> Any:
+    """The explicit dump below ``key``: :data:`_AT_DEFAULT` where it has nothing there."""
+    if explicit is _UNKNOWN or explicit is _AT_DEFAULT:
+        return explicit
+    if isinstance(explicit, dict):
+        return explicit.get(key, _AT_DEFAULT)
+    if isinstance(explicit, list) and isinstance(key, int) and key < len(explicit):
+        return explicit[key]
+    return _UNKNOWN
 
 
 def _manifest(run_dir: Path) -> dict[str, Any]:

@@ -221,6 +221,36 @@ def test_a_grid_grows_by_its_first_axis_only(tmp_path):
                   runner=FakeRunner())
 
 
+def test_a_parameter_gained_since_at_its_default_keeps_the_sweep(tmp_path):
+    # points that ran before the code gained decoder_standardize: their record lacks it
+    out = tmp_path / "out"
+    adversarial = {"name": "adversarial", "lam": 1.0, "decoder_width": 4}
+    run_sweep(_tiny(axes={"tiers.*.defense": [adversarial]}), out, runner=FakeRunner())
+    record = json.loads((out / "sweep.json").read_text())
+    for tier in record["points"][0]["scenario"]["tiers"]:
+        del tier["defense"]["decoder_standardize"]
+    (out / "sweep.json").write_text(json.dumps(record))
+    strong = {**adversarial, "lam": 10.0, "decoder_standardize": True}
+    grown = FakeRunner()
+    run_sweep(_tiny(axes={"tiers.*.defense": [adversarial, strong]}), out, runner=grown)
+    assert grown.calls == ["smoke-p001"]
+    kept = json.loads((out / "sweep.json").read_text())["points"]
+    assert "decoder_standardize" not in kept[0]["scenario"]["tiers"][0]["defense"]
+    assert kept[1]["scenario"]["tiers"][0]["defense"]["decoder_standardize"] is True
+    # set away from its default on a finished point, it changes what ran: refused
+    with pytest.raises(ScenarioError, match=r"points\[0\].*defense: "
+                       "decoder_standardize set now, not before"):
+        run_sweep(_tiny(axes={"tiers.*.defense": [{**adversarial,
+                                                   "decoder_standardize": True},
+                                                  strong]}), out, runner=FakeRunner())
+    # a default that changed under a recorded setting is still a difference
+    kept[0]["scenario"]["tiers"][0]["defense"]["decoder_lr"] = 0.002
+    (out / "sweep.json").write_text(json.dumps({**record, "points": kept}))
+    with pytest.raises(ScenarioError, match="decoder_lr: 0.002 before, 0.001 now"):
+        run_sweep(_tiny(axes={"tiers.*.defense": [adversarial, strong]}), out,
+                  runner=FakeRunner())
+
+
 def test_an_existing_folder_is_never_overwritten(tmp_path):
     out = tmp_path / "out"
     run_sweep(_tiny(axes={"seed": [1, 2]}), out, runner=FakeRunner())
