@@ -106,8 +106,12 @@ def claim(folder: Path, raw: dict[str, Any], points: list[SweepPoint], source: s
 _PLACES = (("dataset", "root"), ("dataset", "download"), ("output_dir",))
 
 
+_AT_DEFAULT = object()  # explicit has nothing below here: every setting at its default
+_UNKNOWN = object()     # no explicit dump: every setting counts
+
+
 def points_difference(old: Any, new: Any, grown: bool = False,
-                      explicit: Any = None) -> str | None:
+                      explicit: Any = _UNKNOWN) -> str | None:
     """Where two sweeps' recorded points differ in what runs, in words; None: the same
     sweep (wherever its data and runs live). With ``grown``, ``new`` may also be ``old``
     with points appended (the sweep grew).
@@ -120,8 +124,7 @@ def points_difference(old: Any, new: Any, grown: bool = False,
             and 0 < len(old) < len(new):
         new = new[:len(old)]
         explicit = explicit[:len(old)] if isinstance(explicit, list) else explicit
-    return _difference(_what_runs(old), _what_runs(new),
-                       explicit=_UNKNOWN if explicit is None else explicit)
+    return _difference(_what_runs(old), _what_runs(new), explicit=explicit)
 
 
 def _what_runs(points: Any) -> Any:
@@ -138,10 +141,6 @@ def _what_runs(points: Any) -> Any:
             if isinstance(node, dict):
                 node.pop(key, None)
     return out
-
-
-_AT_DEFAULT = object()  # explicit has nothing below here: every setting at its default
-_UNKNOWN = object()     # no explicit dump: every setting counts
 
 
 def _difference(old: Any, new: Any, where: str = "points",

@@ -14,7 +14,7 @@ from analysis.figures.budget import default_leakage
 __all__ = ["pareto_front", "privacy_utility_frontier"]
 
 FRONT_GID = "pareto_front"
-NAMED_POINTS = 24   # points named while labels stay readable; past that, the front's only
+NAMED_POINTS = 24   # label every point up to this many; past it, only the front's points
 
 
 def pareto_front(leakage: np.ndarray | pd.Series, utility: np.ndarray | pd.Series
