@@ -244,6 +244,27 @@ def test_standardized_proxy_cannot_be_fooled_by_rescaling(name: str) -> None:
     assert errors[False][1] > 1.1 * errors[False][0]
 
 
+@pytest.mark.parametrize("name", ["adversarial", "disco"])
+def test_more_proxy_steps_keep_the_proxy_closer_to_its_best_response(name: str) -> None:
+    # decoder_steps trains the proxy k Adam steps per edge step: after the same number
+    # of edge steps its error on a fixed feature is lower, so the edge's gradient comes
+    # from a stronger attacker (one step let the edge outrun it on the MNIST frontier).
+    x, _ = make_data(16, 1)
+    errors = {}
+    for steps in (1, 5):
+        torch.manual_seed(0)
+        defense, edge, _ = build(name, {"decoder_steps": steps})
+        decoder = edge.training_only[PROXY_KEY]
+        with torch.no_grad():
+            z = edge(x)
+        before = float(proxy_error(decoder, z, x))
+        for _ in range(6):
+            defense.edge_loss(x, z, edge)
+        errors[steps] = float(proxy_error(decoder, z, x))
+        assert errors[steps] < before
+    assert errors[5] < errors[1]
+
+
 def test_disco_prunes_the_same_share_in_training_and_at_inference() -> None:
     defense, edge, _ = build("disco", {"ratio": 0.5})
     x, _ = make_data(8, 1)

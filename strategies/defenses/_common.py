@@ -317,6 +317,12 @@ class ProxyParams(PluginParams):
     decoder_standardize: bool = Field(
         False, description="standardise each feature channel per sample before the "
         "proxy decodes it, so the edge must remove information rather than rescale")
+    # One proxy step per edge step (the papers') lets an edge under Adam outrun the proxy
+    # instead of removing information: from lam 10 to 100 (standardised) mid's and high's
+    # SSIM rose 0.51 -> 0.75 and 0.59 -> 0.71. More steps keep the proxy near its best
+    # response to the current features, as ResSFL's attacker pre-training does.
+    decoder_steps: int = Field(
+        1, ge=1, le=20, description="proxy Adam steps on each batch before the edge's step")
 
 
 def build_proxy(encoder: nn.Module, feature_shape: tuple[int, int, int],
@@ -328,13 +334,15 @@ def build_proxy(encoder: nn.Module, feature_shape: tuple[int, int, int],
 
 def adversarial_term(edge: nn.Module, x: torch.Tensor, z: torch.Tensor,
                      params: ProxyParams) -> torch.Tensor | None:
-    """Train the proxy one step, then return ``-lam * MSE(proxy(z), x)`` (or ``None``).
+    """Train the proxy ``decoder_steps`` steps, then return ``-lam * MSE(proxy(z), x)``
+    (or ``None`` at lam 0).
 
     The edge minimising this term maximises the error of an attacker that keeps
     adapting to it (ResSFL / DeepObfuscator / DISCO style min-max training).
     """
     decoder = edge.training_only[PROXY_KEY]
-    proxy_step(decoder, z, x, params.decoder_lr)
+    for _ in range(params.decoder_steps):
+        proxy_step(decoder, z, x, params.decoder_lr)
     if params.lam == 0.0:
         return None
     return -params.lam * proxy_error(decoder, z, x)
