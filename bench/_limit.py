@@ -23,16 +23,8 @@ def reference(sc, seconds: float = 1.0, repeats: int = 2) -> dict:
     if sc.assignment is not None:   # the models do not depend on the fleet's size
         sc = sc.model_copy(update={"devices": min(sc.devices, 200)})
     ws = build_workspace(sc)
-    kit, steps = ModelKit(ws), {}
-    for tier in kit.tiers:
-        train, edge, cloud = train_step(kit, tier)
-
-        def serve(x, y, tier=tier, edge=edge, cloud=cloud):
-            with torch.no_grad():
-                cloud(edge(x), tier)
-
-        steps[tier] = {"train": (train, True, edge, cloud),
-                       "infer": (serve, False, edge, cloud)}
+    kit = ModelKit(ws)
+    steps = {tier: rung_steps(kit, tier) for tier in kit.tiers}
     best: dict[str, dict[str, tuple[float, int]]] = {t: {} for t in steps}
     for _ in range(repeats):
         for tier, phases in steps.items():
@@ -43,6 +35,87 @@ def reference(sc, seconds: float = 1.0, repeats: int = 2) -> dict:
                     best[tier][phase] = max(best[tier].get(phase, (0.0, b)),
                                             rate(step, ws, b, seconds))
     return {"threads": torch.get_num_threads(), "rates": best}
+
+
+def rung_steps(kit, tier: str) -> dict:
+    """Per phase, ``(step(x, y), training, edge, cloud)`` of one rung's fresh models:
+    a training step (:func:`train_step`) and serving (edge + cloud forward)."""
+    import torch
+    train, edge, cloud = train_step(kit, tier)
+
+    def serve(x, y):
+        with torch.no_grad():
+            cloud(edge(x), tier)
+    return {"train": (train, True, edge, cloud), "infer": (serve, False, edge, cloud)}
+
+
+class PairedLimit:
+    """The limit measured inside a run's own process, between its rounds.
+
+    Held against a limit from other processes, a run pays for the machine's drift
+    twice: the limit's best window comes from the fastest minute and the fastest
+    process. Here every window runs in the run's process, just before each training
+    round, when training ends, and before and after inference: each rung's fresh
+    models at its saturating batch (``batches``, from :func:`reference`), one warm-up
+    call and then ``seconds`` of calls. The windows' own time is recorded per stage
+    (``paused``) and taken out of the stage's seconds. A rung's paired rate is the
+    harmonic mean over its windows (samples over summed seconds per sample), so a
+    run is held against the limit of the minutes it ran in.
+    """
+
+    def __init__(self, batches: dict[str, dict[str, int]], seconds: float = 0.3) -> None:
+        self.batches, self.seconds = batches, seconds
+        self.windows: dict[str, list[dict[str, float]]] = {"train": [], "infer": []}
+        self.paused = {"train": 0.0, "infer": 0.0}
+
+    def window(self, phase: str, stage: str, ws, kit) -> None:
+        """One window of ``phase`` (every rung), its time charged to ``stage``."""
+        t0, rates = time.perf_counter(), {}
+        for tier in kit.tiers:
+            step, training, *models = rung_steps(kit, tier)[phase]
+            for m in models:
+                m.train(training)
+            rates[tier] = rate(step, ws, self.batches[tier][phase], self.seconds)[0]
+        self.windows[phase].append(rates)
+        self.paused[stage] += time.perf_counter() - t0
+
+    def transport(self):
+        """A ``run_scenario`` transport factory: the in-process engine, windowed."""
+        from simulator.engine.local import run_locally
+        from simulator.engine.workspace import ModelKit
+
+        def factory(ws, cloud_state, body, debug: bool = False):
+            kit = ModelKit(ws)
+
+            def windowed(transport) -> None:
+                train, infer = transport.train, transport.infer
+
+                def paired_train(jobs):
+                    self.window("train", "train", ws, kit)
+                    return train(jobs)
+
+                def paired_infer(jobs):
+                    if not self.windows["infer"]:      # training is over
+                        self.window("train", "infer", ws, kit)
+                    self.window("infer", "infer", ws, kit)
+                    out = infer(jobs)
+                    self.window("infer", "infer", ws, kit)
+                    return out
+                transport.train, transport.infer = paired_train, paired_infer
+                body(transport)
+            return run_locally(ws, cloud_state, windowed, debug)
+        return factory
+
+    def summary(self) -> dict:
+        """``{"rates": {tier: {phase: (samples/s, batch)}}, "paused": ..., "windows":
+        ...}``: the rates in :func:`reference`'s layout, for :func:`efficiency`."""
+        rates: dict[str, dict[str, tuple[float, int]]] = {}
+        for phase, windows in self.windows.items():
+            for tier in windows[0] if windows else ():
+                mean = len(windows) / sum(1.0 / w[tier] for w in windows)
+                rates.setdefault(tier, {})[phase] = (mean, self.batches[tier][phase])
+        return {"rates": rates, "paused": self.paused,
+                "windows": {p: len(w) for p, w in self.windows.items()}}
 
 
 def train_step(kit, tier: str):

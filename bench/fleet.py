@@ -20,10 +20,13 @@ device), on the bare loop (``--engine flower`` for the real engine), and prints 
 size: seconds per trained device-round, peak memory of the process tree and per device,
 and each phase's efficiency against a reference: the scenario's own edge + cloud models
 trained (forward, backward, optimiser step) and served (forward) at a saturating batch
-in one process, per rung, weighted by the samples each rung processed. The reference
-is measured in its own process before the first run and after every run, and each run
-is held against the faster of the two beside it; ``--repeats N`` runs each size N
-times and shows the most efficient (a shared machine's speed drifts by 10-25%)::
+in one process, per rung, weighted by the samples each rung processed. A shared
+machine's speed drifts by 10-25% between minutes and processes, so the limit is
+measured two ways, printed side by side: *paired*, in the run's own process between
+its rounds (the windows' time is taken out of the run's), and *bracketed*, in
+processes of its own before the first run and after every run, each run held against
+the faster of the two beside it. ``--repeats N`` runs each size N times; the table
+shows the means::
 
     python bench/fleet.py --scaling scenarios/fleet_10k.yaml --devices 1000 3000 10000
 
@@ -61,7 +64,7 @@ from pathlib import Path
 import pandas as pd
 
 from _ceiling import cohort_ceiling, planned_ceiling
-from _limit import efficiency, fastest, reference
+from _limit import PairedLimit, efficiency, fastest, reference
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = ["scenarios/mnist_300.yaml", "scenarios/scale_1000.yaml"]
@@ -101,10 +104,11 @@ def _tree_pss_bytes(root: int) -> int:
 
 
 _PEAK_FILE = "bench_peak_bytes.txt"   # a bare child's own peak memory, for _measure
+_PAIRED_FILE = "bench_paired_limit.json"   # a bare child's PairedLimit.summary()
 
 
 def _measure(scenario: str, mode: str, overrides: list[str], out: Path,
-             threads: int | None = None) -> dict:
+             threads: int | None = None, paired: dict | None = None) -> dict:
     """Run one mode in a child process and measure its peak memory.
 
     The bare engine is one process: its own peak resident set (``ru_maxrss``), read
@@ -112,9 +116,14 @@ def _measure(scenario: str, mode: str, overrides: list[str], out: Path,
     summed PSS, polled every 2 s. Reading a process's PSS walks its page tables under
     its memory-map lock (80-120 ms on a 10,000-device run), which stalls its page
     faults: polled every 0.5 s it slowed the runs it measured by 10-20%.
+
+    ``paired`` (the limit's batch per rung and phase) makes a bare run measure the
+    limit between its rounds (:class:`_limit.PairedLimit`): the row gets it as
+    ``paired``, and the windows' seconds are taken out of its stage seconds.
     """
     cmd = [sys.executable, __file__, "--child", mode, scenario, "--out", str(out)]
     cmd += [] if threads is None else ["--threads", str(threads)]
+    cmd += [] if paired is None else ["--paired", json.dumps(paired)]
     for item in overrides:
         cmd += ["--set", item]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL,
@@ -145,11 +154,15 @@ def _measure(scenario: str, mode: str, overrides: list[str], out: Path,
         upper=training["batch_size"])
     # the samples each rung processed: trained device-rounds, served test images
     tier = devices["tier"].fillna("")
-    return {"seconds": sum(stages[s]["seconds"] for s in ("train", "deploy", "infer")),
+    limit = json.loads((out / _PAIRED_FILE).read_text()) if paired is not None else None
+    paused = limit["paused"] if limit else {"train": 0.0, "infer": 0.0}
+    train_s = stages["train"]["seconds"] - paused["train"]
+    infer_s = stages["infer"]["seconds"] - paused["infer"]
+    return {"seconds": train_s + stages["deploy"]["seconds"] + infer_s,
             "setup": stages["setup"]["seconds"], "peak_gb": peak[0] / 1e9,
             "accuracy": float(devices["accuracy"].mean()), "devices": len(devices),
-            "nodes": stages["setup"]["nodes"], "train_s": stages["train"]["seconds"],
-            "infer_s": stages["infer"]["seconds"],
+            "nodes": stages["setup"]["nodes"], "train_s": train_s, "infer_s": infer_s,
+            "paired": limit,
             "device_rounds": int(devices["rounds_trained"].sum()),
             "train_samples": (per_round * devices["rounds_trained"]).groupby(tier).sum(),
             "infer_samples": devices["n_test"].where(devices["served"], 0)
@@ -157,7 +170,7 @@ def _measure(scenario: str, mode: str, overrides: list[str], out: Path,
 
 
 def _child(mode: str, scenario: str, out: str, overrides: list[str],
-           threads: int | None) -> None:
+           threads: int | None, paired: str | None = None) -> None:
     sys.path.insert(0, str(REPO))
     if threads is not None:
         import torch
@@ -170,7 +183,11 @@ def _child(mode: str, scenario: str, out: str, overrides: list[str],
     if mode == "reference":
         Path(out).write_text(json.dumps(reference(sc)))
         return
-    run_scenario(sc, out, transport_factory=run_locally if mode == "bare" else None)
+    limit = PairedLimit(json.loads(paired)) if paired else None
+    factory = None if mode != "bare" else limit.transport() if limit else run_locally
+    run_scenario(sc, out, transport_factory=factory)
+    if limit is not None:
+        (Path(out) / _PAIRED_FILE).write_text(json.dumps(limit.summary()))
     if mode == "bare":   # one process: its own peak (kilobytes on Linux)
         import resource
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -203,11 +220,14 @@ def scaling(scenario: str, sizes: list[int], engine: str, overrides: list[str],
     use ``threads`` torch threads each (two spin-waiting OpenMP threads on a busy
     machine make tiny operations take milliseconds).
 
-    This shared machine's speed drifts by 10-25% within minutes, so each run is
-    bracketed: the reference runs in its own process before the first run and after
-    every run, and a run's limit is the faster of the references on either side of it
-    (a limit measured once, in a slow spell, put one run at 103%). Each size runs
-    ``repeats`` times; the table shows the run of highest training efficiency.
+    This shared machine's speed drifts by 10-25% within minutes and between
+    processes, so each run's efficiency is measured two ways, side by side. Bracketed:
+    the reference runs in its own process before the first run and after every run,
+    and a run is held against the faster of the two beside it. Paired (bare engine):
+    the run measures the limit in its own process between its rounds
+    (:class:`_limit.PairedLimit`, at the batches the first reference found best).
+    Each size runs ``repeats`` times; the table shows the mean of its runs and the
+    range of the paired efficiency.
     """
     with tempfile.TemporaryDirectory() as tmp:
         def measure_limit() -> dict:
@@ -219,40 +239,59 @@ def scaling(scenario: str, sizes: list[int], engine: str, overrides: list[str],
             return json.loads(ref_file.read_text())
 
         before, rows = measure_limit(), []
+        batches = {t: {p: r[p][1] for p in r} for t, r in before["rates"].items()}
         for n in sizes:
             runs = []
             for k in range(repeats):
                 row = _measure(scenario, engine, [*overrides, f"devices={n}"],
                                Path(tmp) / f"n{n}-{k}",
-                               threads if engine == "bare" else None)
+                               threads if engine == "bare" else None,
+                               batches if engine == "bare" else None)
                 after = measure_limit()
                 row["limit"], before = fastest([before, after]), after
-                row["train_eff"] = efficiency(row, row["limit"], "train")
-                row["infer_eff"] = efficiency(row, row["limit"], "infer")
+                for phase in ("train", "infer"):
+                    row[f"{phase}_eff"] = efficiency(row, row["limit"], phase)
+                    row[f"{phase}_paired"] = efficiency(row, row["paired"], phase) \
+                        if row["paired"] else float("nan")
                 print(f"  {n} devices, run {k + 1} of {repeats}: training "
-                      f"{row['train_s']:.1f} s, {row['train_eff']:.1%} of the limit "
-                      "on either side", flush=True)
+                      f"{row['train_s']:.1f} s, {row['train_paired']:.1%} of the limit "
+                      f"paired in its process, {row['train_eff']:.1%} of the limit on "
+                      f"either side; inference {row['infer_paired']:.1%} / "
+                      f"{row['infer_eff']:.1%}", flush=True)
                 runs.append(row)
-            row = max(runs, key=lambda r: r["train_eff"])
-            per = row["train_s"] / max(1, row["device_rounds"])
-            rows.append({**row, "n": n, "per": per})
+            mean = {key: sum(r[key] for r in runs) / len(runs)
+                    for key in ("train_s", "infer_s", "train_eff", "infer_eff",
+                                "train_paired", "infer_paired")}
+            rows.append({**runs[0], **mean, "n": n, "runs": runs,
+                         "peak_gb": max(r["peak_gb"] for r in runs),
+                         "per": mean["train_s"] / max(1, runs[0]["device_rounds"])})
     print(f"{'devices':>8}{'nodes':>6}{'dev-rounds':>11}{'train s':>9}"
-          f"{'ms/dev-rnd':>11}{'infer s':>9}{'train eff':>10}{'infer eff':>10}"
-          f"{'peak GB':>9}{'MB/dev':>8}{'+MB/dev':>8}")
+          f"{'ms/dev-rnd':>11}{'infer s':>9}{'train paired':>20}{'bracketed':>10}"
+          f"{'infer paired':>13}{'bracketed':>10}{'peak GB':>9}{'MB/dev':>8}{'+MB/dev':>8}")
     for prev, row in zip([None, *rows], rows):
         extra = float("nan") if prev is None else \
             (row["peak_gb"] - prev["peak_gb"]) * 1e3 / (row["n"] - prev["n"])
+        paired = [r["train_paired"] for r in row["runs"]]
+        spread = f"{row['train_paired']:.1%} ({min(paired):.0%}-{max(paired):.0%})"
         print(f"{row['n']:>8}{row['nodes']:>6}{row['device_rounds']:>11}"
               f"{row['train_s']:>9.1f}{1e3 * row['per']:>11.2f}{row['infer_s']:>9.1f}"
-              f"{row['train_eff']:>10.2%}{row['infer_eff']:>10.2%}"
-              f"{row['peak_gb']:>9.2f}{row['peak_gb'] * 1e3 / row['n']:>8.2f}"
-              f"{extra:>8.3f}")
+              f"{spread:>20}{row['train_eff']:>10.1%}{row['infer_paired']:>13.1%}"
+              f"{row['infer_eff']:>10.1%}{row['peak_gb']:>9.2f}"
+              f"{row['peak_gb'] * 1e3 / row['n']:>8.2f}{extra:>8.3f}")
+    print(f"means over {repeats} run(s) per size; paired: the limit measured between "
+          "the run's rounds in its own process; bracketed: in processes of its own "
+          "before and after the run, the faster of the two")
     for row in rows:
         print(f"limit of the {row['n']}-device row ({threads} torch thread(s), samples/s "
-              "at the best batch): " + "; ".join(
+              "at the best batch, bracketed): " + "; ".join(
                   f"{t} train {r['train'][0]:.0f} (b{r['train'][1]}) infer "
                   f"{r['infer'][0]:.0f} (b{r['infer'][1]})"
                   for t, r in row["limit"]["rates"].items()))
+        if row["paired"]:
+            print(f"  paired ({row['paired']['windows']['train']} training windows, "
+                  "harmonic mean): " + "; ".join(
+                      f"{t} train {r['train'][0]:.0f} infer {r['infer'][0]:.0f}"
+                      for t, r in row["paired"]["rates"].items()))
     if len(rows) > 1:
         print(f"per-device cost at {rows[-1]['n']} vs {rows[0]['n']} devices: "
               f"{rows[-1]['per'] / rows[0]['per']:.2f}x seconds per device-round")
@@ -283,9 +322,11 @@ def main() -> None:
                         help="torch threads per process (--scaling: default 1)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--paired", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        _child(args.child, args.scenarios[0], args.out, args.set, args.threads)
+        _child(args.child, args.scenarios[0], args.out, args.set, args.threads,
+               args.paired)
         return
     if args.full:
         full(args.scenarios[0] if args.scenarios != DEFAULT else "scenarios/fleet_10k.yaml",
