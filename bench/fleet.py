@@ -265,6 +265,11 @@ def scaling(scenario: str, sizes: list[int], engine: str, overrides: list[str],
             rows.append({**runs[0], **mean, "n": n, "runs": runs,
                          "peak_gb": max(r["peak_gb"] for r in runs),
                          "per": mean["train_s"] / max(1, runs[0]["device_rounds"])})
+    _print_scaling(rows, threads, repeats)
+
+
+def _print_scaling(rows: list[dict], threads: int, repeats: int) -> None:
+    """The scaling table, the limits behind each row and the per-device cost ratio."""
     print(f"{'devices':>8}{'nodes':>6}{'dev-rounds':>11}{'train s':>9}"
           f"{'ms/dev-rnd':>11}{'infer s':>9}{'train paired':>20}{'bracketed':>10}"
           f"{'infer paired':>13}{'bracketed':>10}{'peak GB':>9}{'MB/dev':>8}{'+MB/dev':>8}")
@@ -328,22 +333,19 @@ def main() -> None:
         _child(args.child, args.scenarios[0], args.out, args.set, args.threads,
                args.paired)
         return
+    # the single-scenario modes default to the fleet scenario
+    fleet = args.scenarios[0] if args.scenarios != DEFAULT else "scenarios/fleet_10k.yaml"
     if args.full:
-        full(args.scenarios[0] if args.scenarios != DEFAULT else "scenarios/fleet_10k.yaml",
-             args.set, args.minutes, args.gigabytes)
+        full(fleet, args.set, args.minutes, args.gigabytes)
         return
     if args.cohort:
-        cohort_ceiling(args.scenarios[0] if args.scenarios != DEFAULT else
-                       "scenarios/fleet_10k.yaml", args.cohort, args.set)
+        cohort_ceiling(fleet, args.cohort, args.set)
         return
     if args.ceiling:
-        planned_ceiling(args.scenarios[0] if args.scenarios != DEFAULT else
-                        "scenarios/fleet_10k.yaml", args.devices, args.set)
+        planned_ceiling(fleet, args.devices, args.set)
         return
     if args.scaling:
-        scenario = args.scenarios[0] if args.scenarios != DEFAULT else \
-            "scenarios/fleet_10k.yaml"
-        scaling(scenario, args.devices, args.engine, args.set, args.threads or 1,
+        scaling(fleet, args.devices, args.engine, args.set, args.threads or 1,
                 args.repeats)
         return
     print(f"{'scenario':<14}{'devices':>8}{'nodes':>6}{'bare s':>9}{'flower s':>10}"
