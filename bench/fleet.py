@@ -322,7 +322,7 @@ def main() -> None:
                         help="the models-only ceiling at --devices sizes, from the "
                              "cohorts the rounds plan (see planned_ceiling)")
     parser.add_argument("--repeats", type=int, default=1,
-                        help="--scaling: runs per size, the most efficient shown")
+                        help="--scaling: runs per size, the table shows their mean")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads per process (--scaling: default 1)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
